@@ -1,0 +1,76 @@
+"""Atomic file output and HDF5 helpers shared by every stage."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import pandas as pd
+
+from featdyn import __version__
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_h5(path: str | os.PathLike, provenance: Mapping[str, Any] | None = None) -> Iterator[h5py.File]:
+    """Open a new HDF5 file for writing that appears at `path` only once fully written.
+
+    `provenance` (the config subtree that made the file) is stored as JSON in the `config` attribute,
+    beside the featdyn version, so every result can be traced without the workflow.
+    """
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w") as f:
+            f.attrs["featdyn_version"] = __version__
+            f.attrs["config"] = json.dumps(provenance or {}, sort_keys=True, default=str)
+            yield f
+
+
+def write_tsv(frame: pd.DataFrame, path: str | os.PathLike) -> None:
+    """Write a tab-separated table atomically."""
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, sep="\t", index=False)
+
+
+def write_text(text: str, path: str | os.PathLike) -> None:
+    """Write a text file atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def read_provenance(f: h5py.File) -> dict[str, Any]:
+    """The config subtree stored by `atomic_h5`."""
+    return json.loads(f.attrs.get("config", "{}"))
+
+
+def save_arrays(group: h5py.Group, arrays: Mapping[str, Any], compress: bool = True) -> None:
+    """Store each array (or scalar) of `arrays` as a dataset of `group`."""
+    for name, value in arrays.items():
+        value = np.asarray(value)
+        opts = {"compression": "gzip", "compression_opts": 4} if compress and value.size > 1024 else {}
+        group.create_dataset(name, data=value, **opts)
+
+
+def load_arrays(group: h5py.Group) -> dict[str, np.ndarray]:
+    """Read every dataset directly under `group` into memory."""
+    return {name: item[()] for name, item in group.items() if isinstance(item, h5py.Dataset)}

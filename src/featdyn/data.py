@@ -1,0 +1,332 @@
+"""Datasets: fetch (torchvision, local mirrors, embedded generators) → one HDF5 file per dataset.
+
+Layout of `results/data/{dataset}.h5`: `train/x`, `train/y`, `test/x`, `test/y` (images as uint8
+(N, C, H, W), signals as float32 (N, L)), attributes `source`, `classes`, `sample_shape`, `checksum`
+(sha256 of the raw files) and the config subtree that made it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import torch
+
+from featdyn.io import atomic_h5
+
+DEBIAN_DATASET_DIRS = {"fashion_mnist": "/usr/share/datasets/fashion-mnist"}
+"""Where Debian packages put datasets (`apt-get install dataset-fashion-mnist`)."""
+
+
+@dataclass(frozen=True)
+class TorchvisionSource:
+    cls_name: str
+    classes: int
+    raw_files: tuple[str, ...]
+    raw_subdir: str = ""
+    split_kw: str = "train"  # "train" (bool) or "split" ("train"/"test")
+
+
+TORCHVISION: dict[str, TorchvisionSource] = {
+    "mnist": TorchvisionSource(
+        "MNIST",
+        10,
+        (
+            "train-images-idx3-ubyte.gz",
+            "train-labels-idx1-ubyte.gz",
+            "t10k-images-idx3-ubyte.gz",
+            "t10k-labels-idx1-ubyte.gz",
+        ),
+        "MNIST/raw",
+    ),
+    "fashion_mnist": TorchvisionSource(
+        "FashionMNIST",
+        10,
+        (
+            "train-images-idx3-ubyte.gz",
+            "train-labels-idx1-ubyte.gz",
+            "t10k-images-idx3-ubyte.gz",
+            "t10k-labels-idx1-ubyte.gz",
+        ),
+        "FashionMNIST/raw",
+    ),
+    "cifar10": TorchvisionSource("CIFAR10", 10, ("cifar-10-python.tar.gz",)),
+    "cifar100": TorchvisionSource("CIFAR100", 100, ("cifar-100-python.tar.gz",)),
+    "svhn": TorchvisionSource("SVHN", 10, ("train_32x32.mat", "test_32x32.mat"), split_kw="split"),
+    "stl10": TorchvisionSource("STL10", 10, ("stl10_binary.tar.gz",), split_kw="split"),
+}
+EMBEDDED = {"mnist1d": 10, "digits": 10}
+SOURCES = sorted([*TORCHVISION, *EMBEDDED])
+
+
+class DatasetUnavailable(RuntimeError):
+    """A dataset could not be fetched (offline and no local copy)."""
+
+
+@dataclass
+class Arrays:
+    """A dataset in memory: raw arrays as stored in the HDF5 file."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    classes: int
+    source: str
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        return tuple(self.x_train.shape[1:])
+
+
+# --- fetching ----------------------------------------------------------------------------------
+
+
+def fetch(source: str, options: Mapping[str, Any], cache_dir: str | os.PathLike) -> Arrays:
+    """Fetch dataset `source` with its config `options` (see the config schema)."""
+    if source == "mnist1d":
+        return _mnist1d(int(options.get("num_samples", 4000)), int(options.get("seed", 42)))
+    if source == "digits":
+        return _digits(float(options.get("test_fraction", 0.2)), int(options.get("seed", 0)))
+    if source in TORCHVISION:
+        return _torchvision(source, options, Path(cache_dir))
+    raise ValueError(f"unknown dataset source {source!r}; available: {SOURCES}")
+
+
+def _mnist1d(num_samples: int, seed: int) -> Arrays:
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    args = get_dataset_args()
+    args.num_samples, args.seed = num_samples, seed
+    d = make_dataset(args)
+    return Arrays(
+        d["x"].astype(np.float32),
+        d["y"].astype(np.int64),
+        d["x_test"].astype(np.float32),
+        d["y_test"].astype(np.int64),
+        10,
+        "mnist1d",
+    )
+
+
+def _digits(test_fraction: float, seed: int) -> Arrays:
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    x = (digits.images * (255 / 16)).round().astype(np.uint8)[:, None]  # (N, 1, 8, 8)
+    y = digits.target.astype(np.int64)
+    xtr, xte, ytr, yte = train_test_split(x, y, test_size=test_fraction, random_state=seed, stratify=y)
+    return Arrays(xtr, ytr, xte, yte, 10, "digits")
+
+
+def _torchvision(source: str, options: Mapping[str, Any], cache_dir: Path) -> Arrays:
+    import torchvision.datasets as tvd
+
+    spec = TORCHVISION[source]
+    cls = getattr(tvd, spec.cls_name)
+    root = cache_dir / source
+    _seed_from_local_copies(spec, source, root, options.get("mirror_dirs", []))
+    if options.get("mirrors"):  # URL mirrors override (MNIST-style datasets only)
+        cls = type(cls.__name__, (cls,), {"mirrors": list(options["mirrors"])})
+    try:
+        parts = [cls(str(root), download=True, **_split_kwargs(spec, train)) for train in (True, False)]
+    except Exception as err:  # torchvision raises RuntimeError/URLError/OSError when offline
+        raise DatasetUnavailable(_unavailable_message(source, spec, options, root, err)) from err
+    (xtr, ytr), (xte, yte) = (_as_arrays(p) for p in parts)
+    _check_labels(source, ytr, spec.classes)
+    _check_labels(source, yte, spec.classes)
+    return Arrays(xtr, ytr, xte, yte, spec.classes, source)
+
+
+def _split_kwargs(spec: TorchvisionSource, train: bool) -> dict[str, Any]:
+    if spec.split_kw == "split":
+        return {"split": "train" if train else "test"}
+    return {"train": train}
+
+
+def _seed_from_local_copies(
+    spec: TorchvisionSource, source: str, root: Path, mirror_dirs: Sequence[str]
+) -> None:
+    """Copy raw files found in local mirror folders (and Debian's) to where torchvision looks first."""
+    target = root / spec.raw_subdir
+    folders = [Path(d) / source for d in mirror_dirs] + [Path(d) for d in mirror_dirs]
+    if source in DEBIAN_DATASET_DIRS:
+        folders.append(Path(DEBIAN_DATASET_DIRS[source]))
+    for name in spec.raw_files:
+        if (target / name).exists():
+            continue
+        for folder in folders:
+            if (folder / name).is_file():
+                target.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(folder / name, target / name)
+                break
+
+
+def _unavailable_message(
+    source: str, spec: TorchvisionSource, options: Mapping[str, Any], root: Path, err: Exception
+) -> str:
+    dirs = ", ".join(str(d) for d in options.get("mirror_dirs", [])) or "(none configured)"
+    return (
+        f"dataset {source!r} could not be downloaded ({type(err).__name__}: {str(err).splitlines()[0]}).\n"
+        f"To run offline, put its raw files {', '.join(spec.raw_files)} into one of the local mirror "
+        f"folders [{dirs}] (config key `mirror_dirs`, optionally in a subfolder named {source!r}), "
+        f"or into {root / spec.raw_subdir}."
+        + (
+            f" On Debian: apt-get install dataset-{source.replace('_', '-')}."
+            if source in DEBIAN_DATASET_DIRS
+            else ""
+        )
+    )
+
+
+def _as_arrays(ds: Any) -> tuple[np.ndarray, np.ndarray]:
+    data = ds.data.numpy() if isinstance(ds.data, torch.Tensor) else np.asarray(ds.data)
+    labels = getattr(ds, "targets", None)
+    if labels is None:
+        labels = ds.labels
+    labels = labels.numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
+    if data.ndim == 3:  # (N, H, W) grey
+        data = data[:, None]
+    elif data.ndim == 4 and data.shape[-1] == 3:  # CIFAR: NHWC
+        data = data.transpose(0, 3, 1, 2)
+    return np.ascontiguousarray(data, dtype=np.uint8), labels.astype(np.int64)
+
+
+def _check_labels(source: str, y: np.ndarray, classes: int) -> None:
+    if y.min() < 0 or y.max() >= classes:
+        raise ValueError(f"{source}: labels outside 0..{classes - 1} (min {y.min()}, max {y.max()})")
+
+
+def raw_checksum(arrays: Arrays) -> str:
+    h = hashlib.sha256()
+    for a in (arrays.x_train, arrays.y_train, arrays.x_test, arrays.y_test):
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
+
+
+# --- HDF5 round trip ---------------------------------------------------------------------------
+
+
+def write_dataset(arrays: Arrays, path: str | os.PathLike, provenance: Mapping[str, Any]) -> None:
+    with atomic_h5(path, provenance) as f:
+        for split, x, y in (
+            ("train", arrays.x_train, arrays.y_train),
+            ("test", arrays.x_test, arrays.y_test),
+        ):
+            g = f.create_group(split)
+            g.create_dataset("x", data=x, compression="gzip", compression_opts=4, chunks=True)
+            g.create_dataset("y", data=y)
+        f.attrs.update(
+            source=arrays.source,
+            classes=arrays.classes,
+            sample_shape=arrays.sample_shape,
+            checksum=raw_checksum(arrays),
+        )
+
+
+def read_dataset(path: str | os.PathLike) -> Arrays:
+    with h5py.File(path, "r") as f:
+        return Arrays(
+            f["train/x"][()],
+            f["train/y"][()],
+            f["test/x"][()],
+            f["test/y"][()],
+            int(f.attrs["classes"]),
+            str(f.attrs["source"]),
+        )
+
+
+def download_to(
+    source: str,
+    options: Mapping[str, Any],
+    path: str | os.PathLike,
+    cache_dir: str | os.PathLike | None = None,
+) -> Arrays:
+    """Fetch a dataset and write its HDF5 file; the raw download cache defaults to a temp folder."""
+    if cache_dir is None:
+        with tempfile.TemporaryDirectory() as tmp:
+            arrays = fetch(source, options, tmp)
+    else:
+        arrays = fetch(source, options, cache_dir)
+    write_dataset(arrays, path, {"source": source, **options})
+    return arrays
+
+
+# --- tensors for training ----------------------------------------------------------------------
+
+
+@dataclass
+class TensorData:
+    """Normalised float tensors on one device, ready for batched training and evaluation."""
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    classes: int
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        return tuple(self.x_train.shape[1:])
+
+
+def to_float(x: np.ndarray) -> torch.Tensor:
+    """uint8 images → [0, 1] floats; float data unchanged."""
+    t = torch.from_numpy(np.ascontiguousarray(x))
+    return t.float().div_(255) if t.dtype == torch.uint8 else t.float()
+
+
+def normalizer(x_train: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std of the training set (images), or global ones (signals)."""
+    if x_train.ndim == 4:
+        dims = (0, 2, 3)
+        mean, std = x_train.mean(dims, keepdim=True)[0], x_train.std(dims, keepdim=True)[0]
+    else:
+        mean, std = x_train.mean().reshape(1), x_train.std().reshape(1)
+    return mean, std.clamp_min(1e-6)
+
+
+def normalize(x: np.ndarray, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    return (to_float(x) - mean) / std
+
+
+def tensor_data(
+    arrays: Arrays, device: str | torch.device = "cpu", train_labels: np.ndarray | None = None
+) -> TensorData:
+    """Normalise with training-set statistics and move everything to `device` once."""
+    mean, std = normalizer(to_float(arrays.x_train))
+    y_train = arrays.y_train if train_labels is None else train_labels
+    return TensorData(
+        normalize(arrays.x_train, mean, std).to(device),
+        torch.as_tensor(y_train, dtype=torch.long, device=device),
+        normalize(arrays.x_test, mean, std).to(device),
+        torch.as_tensor(arrays.y_test, dtype=torch.long, device=device),
+        arrays.classes,
+    )
+
+
+def noisy_labels(y: np.ndarray, fraction: float, classes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Replace a seeded `fraction` of labels by uniformly random labels; returns (labels, mask)."""
+    rng = np.random.default_rng(seed)
+    n_noisy = int(round(fraction * len(y)))
+    mask = np.zeros(len(y), dtype=bool)
+    mask[rng.choice(len(y), size=n_noisy, replace=False)] = True
+    y_noisy = y.copy()
+    y_noisy[mask] = rng.integers(0, classes, size=n_noisy)
+    return y_noisy, mask
+
+
+def subset_indices(n: int, size: int | None, seed: int) -> np.ndarray:
+    """A seeded, sorted subset of `size` indices out of n (all when size is None or ≥ n)."""
+    if size is None or size >= n:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=size, replace=False))

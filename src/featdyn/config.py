@@ -12,7 +12,6 @@ from typing import Any
 
 from featdyn.data import EMBEDDED, SOURCES, TORCHVISION
 from featdyn.models import MODELS, build_model
-from featdyn.train import Recipe, TrainSpec
 
 SAMPLE_SHAPES: dict[str, tuple[int, ...]] = {
     "mnist": (1, 28, 28),
@@ -101,17 +100,6 @@ def n_stages(run: Mapping[str, Any], datasets: Mapping[str, Any]) -> int:
     source = datasets[run["dataset"]]["source"]
     model = build_model(run["model"], SAMPLE_SHAPES[source], CLASSES[source], **run.get("model_options", {}))
     return model.n_stages
-
-
-def recipe(config: Mapping[str, Any], run_name: str) -> Recipe:
-    return Recipe.from_config(config["recipes"][config["runs"][run_name]["recipe"]])
-
-
-def train_spec(config: Mapping[str, Any], run_name: str) -> TrainSpec:
-    run = config["runs"][run_name]
-    return TrainSpec(
-        recipe(config, run_name), int(run["epochs"]), int(run.get("save_every", 1)), int(run.get("seed", 0))
-    )
 
 
 def wants_gpu(config: Mapping[str, Any]) -> bool:

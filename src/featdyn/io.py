@@ -17,6 +17,12 @@ import pandas as pd
 from featdyn import __version__
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
@@ -27,6 +33,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)
@@ -74,3 +81,15 @@ def save_arrays(group: h5py.Group, arrays: Mapping[str, Any], compress: bool = T
 def load_arrays(group: h5py.Group) -> dict[str, np.ndarray]:
     """Read every dataset directly under `group` into memory."""
     return {name: item[()] for name, item in group.items() if isinstance(item, h5py.Dataset)}
+
+
+def log_to(path: str | os.PathLike) -> None:
+    """Send this process's stdout, stderr (tracebacks, progress bars) and warnings to a log file."""
+    import logging
+    import sys
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    stream = open(path, "w", buffering=1)  # noqa: SIM115 - lives as long as the process
+    sys.stdout = sys.stderr = stream
+    logging.basicConfig(stream=stream, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logging.captureWarnings(True)

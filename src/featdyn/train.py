@@ -68,6 +68,15 @@ class TrainSpec:
     start_epoch: int = 0
     extra_saved_epochs: tuple[int, ...] = field(default_factory=tuple)
 
+    @classmethod
+    def from_config(cls, run: Mapping[str, Any], recipe: Mapping[str, Any]) -> TrainSpec:
+        return cls(
+            Recipe.from_config(recipe),
+            int(run["epochs"]),
+            int(run.get("save_every", 1)),
+            int(run.get("seed", 0)),
+        )
+
     def saved_epochs(self) -> list[int]:
         keep = {self.start_epoch, self.epochs, *self.extra_saved_epochs}
         keep |= {e for e in range(self.start_epoch, self.epochs + 1) if e % self.save_every == 0}

@@ -1,0 +1,23 @@
+# featdyn: feature dynamics of deep networks, from datasets to the papers' figures.
+# All logic lives in src/featdyn; rules live in workflow/rules (one file per stage).
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+report: "workflow/report/workflow.rst"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/train.smk"
+
+
+rule all:
+    input:
+        all_targets(),
+    default_target: True

@@ -1,0 +1,42 @@
+# Config validation, the run table, and input functions shared by every stage.
+
+from snakemake.utils import validate
+
+from featdyn.config import analysed_runs, check_config, wants_gpu
+
+validate(config, "../schemas/config.schema.yaml")
+check_config(config)
+
+RUNS = sorted(config["runs"])
+DATASETS = sorted(config["datasets"])
+GPU = 1 if wants_gpu(config) else 0
+
+
+wildcard_constraints:
+    run="[A-Za-z0-9_.-]+",
+    dataset="[A-Za-z0-9_.-]+",
+
+
+def run_config(wildcards):
+    return config["runs"][wildcards.run]
+
+
+def recipe_config(wildcards):
+    return config["recipes"][config["runs"][wildcards.run]["recipe"]]
+
+
+def dataset_h5(wildcards):
+    return f"results/data/{config['runs'][wildcards.run]['dataset']}.h5"
+
+
+def dataset_options(wildcards):
+    return {"mirror_dirs": config.get("mirror_dirs", []), **config["datasets"][wildcards.dataset]}
+
+
+def checkpoints_of(runs):
+    return [f"results/runs/{run}/checkpoints.h5" for run in runs]
+
+
+def all_targets():
+    targets = ["results/figures/training_curves.png"]
+    return targets

@@ -15,9 +15,10 @@ report: "workflow/report/workflow.rst"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/composite.smk"
 
 
 rule all:
     input:
-        all_targets(),
+        TARGETS,
     default_target: True

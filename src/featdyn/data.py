@@ -330,3 +330,15 @@ def subset_indices(n: int, size: int | None, seed: int) -> np.ndarray:
     if size is None or size >= n:
         return np.arange(n)
     return np.sort(np.random.default_rng(seed).choice(n, size=size, replace=False))
+
+
+def evaluation_set(
+    tensors: TensorData, arrays: Arrays, name: str, train_subset: int | None, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs and true labels of an evaluation set: `test`, or a seeded subset of `train`."""
+    if name == "test":
+        return tensors.x_test, tensors.y_test
+    if name == "train":
+        idx = torch.from_numpy(subset_indices(len(arrays.y_train), train_subset, seed))
+        return tensors.x_train[idx], torch.as_tensor(arrays.y_train, device=tensors.x_train.device)[idx]
+    raise ValueError(f"unknown evaluation set {name!r}; available: ['test', 'train']")

@@ -22,8 +22,9 @@ class Staged(nn.Module):
         super().__init__()
         self.stages = nn.ModuleList(stages)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for stage in self.stages:
+    def forward(self, x: torch.Tensor, start: int = 0, stop: int | None = None) -> torch.Tensor:
+        """Apply stages[start:stop] (all by default): `forward(x, 0, d)` is the shallow part h."""
+        for stage in self.stages[start:stop]:
             x = stage(x)
         return x
 

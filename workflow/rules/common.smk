@@ -37,6 +37,20 @@ def checkpoints_of(runs):
     return [f"results/runs/{run}/checkpoints.h5" for run in runs]
 
 
-def all_targets():
-    targets = ["results/figures/training_curves.png"]
-    return targets
+def composite_keys(runs, eval_sets, depths=None):
+    """(run, eval set, depth) of every composite file, in a fixed order."""
+    depths = depths or config["composite"]["depths"]
+    return [(r, e, d) for r in runs for e in eval_sets for d in depths]
+
+
+def composite_files(runs, eval_sets, depths=None):
+    return [f"results/runs/{r}/composite/{e}_d{d}.h5" for r, e, d in composite_keys(runs, eval_sets, depths)]
+
+
+def figure_depth():
+    depths = config["composite"]["depths"]
+    return config["composite"].get("figure_depth", depths[len(depths) // 2])
+
+
+TARGETS = ["results/figures/training_curves.png"]
+"""Every final output of the main job; each stage's .smk extends it with its figures and tables."""

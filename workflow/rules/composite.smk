@@ -1,0 +1,108 @@
+# Composite networks over epoch pairs, temporal consistency, memory window, and their figures.
+
+COMPOSITE = config["composite"]
+COMPOSITE_RUNS = analysed_runs(config, "composite")
+
+TARGETS += ["results/figures/memory_window.png"]
+TARGETS += expand(
+    "results/figures/composite/memory_{run}_{eval_set}.png", run=COMPOSITE_RUNS, eval_set=COMPOSITE["eval_sets"]
+)
+TARGETS += expand(
+    "results/figures/{kind}_{eval_set}.png",
+    kind=["forgetting", "transferability"],
+    eval_set=COMPOSITE["eval_sets"],
+)
+
+
+rule composite:
+    input:
+        checkpoints="results/runs/{run}/checkpoints.h5",
+        data=dataset_h5,
+    output:
+        h5="results/runs/{run}/composite/{eval_set}_d{depth}.h5",
+    params:
+        settings=COMPOSITE,
+        seed=config.get("seed", 0),
+        device=config.get("device", "auto"),
+        progress=config.get("progress", True),
+    threads: 2
+    resources:
+        gpu=GPU,
+    log:
+        "results/logs/composite/{run}_{eval_set}_d{depth}.log",
+    benchmark:
+        "results/benchmarks/composite/{run}_{eval_set}_d{depth}.tsv"
+    conda:
+        "../../envs/featdyn.yaml"
+    script:
+        "../scripts/composite.py"
+
+
+rule plot_memory:
+    input:
+        bands=lambda wc: composite_files([wc.run], [wc.eval_set]),
+    output:
+        report(
+            "results/figures/composite/memory_{run}_{eval_set}.png",
+            caption="../report/memory.rst",
+            category="2. Memory and forgetting",
+            subcategory="{run}",
+            labels={"run": "{run}", "eval set": "{eval_set}", "figure": "memory heatmaps (Fig. 2)"},
+        ),
+    params:
+        depths=COMPOSITE["depths"],
+    log:
+        "results/logs/figures/memory_{run}_{eval_set}.log",
+    benchmark:
+        "results/benchmarks/figures/memory_{run}_{eval_set}.tsv"
+    conda:
+        "../../envs/featdyn.yaml"
+    script:
+        "../scripts/plot_memory.py"
+
+
+rule plot_memory_window:
+    input:
+        bands=composite_files(COMPOSITE_RUNS, COMPOSITE["eval_sets"]),
+    output:
+        report(
+            "results/figures/memory_window.png",
+            caption="../report/memory_window.rst",
+            category="2. Memory and forgetting",
+            labels={"figure": "memory window (Fig. 3)"},
+        ),
+    params:
+        band_keys=composite_keys(COMPOSITE_RUNS, COMPOSITE["eval_sets"]),
+        threshold=COMPOSITE.get("threshold", 0.8),
+    log:
+        "results/logs/figures/memory_window.log",
+    benchmark:
+        "results/benchmarks/figures/memory_window.tsv"
+    conda:
+        "../../envs/featdyn.yaml"
+    script:
+        "../scripts/plot_memory_window.py"
+
+
+rule plot_gap_decay:
+    input:
+        bands=lambda wc: composite_files(COMPOSITE_RUNS, [wc.eval_set], [figure_depth()]),
+    output:
+        report(
+            "results/figures/{kind}_{eval_set}.png",
+            caption="../report/{kind}.rst",
+            category="2. Memory and forgetting",
+            labels={"figure": "{kind}", "eval set": "{eval_set}"},
+        ),
+    params:
+        runs=COMPOSITE_RUNS,
+    wildcard_constraints:
+        kind="forgetting|transferability",
+    log:
+        "results/logs/figures/{kind}_{eval_set}.log",
+    benchmark:
+        "results/benchmarks/figures/{kind}_{eval_set}.tsv"
+    conda:
+        "../../envs/featdyn.yaml"
+    script:
+        "../scripts/plot_gap_decay.py"

@@ -1,0 +1,94 @@
+"""Figures of layer-wise data separation: load curves and the noise × nonlinearity phase diagram (Fig. 1)."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib import colors
+
+from featdyn.plots import set_theme
+from featdyn.plots.springblock import CURVATURE_CMAP, add_curvature_colorbar, curvature_norm
+
+ACCURACY_CMAP = "Greens"
+
+
+def plot_load_curves(frame: pd.DataFrame, hue: str = "epoch") -> plt.Figure:
+    """D_l against layer l, one line per value of `hue` (mean and 95% band over any repeats, e.g. seeds)."""
+    set_theme()
+    fig, ax = plt.subplots(figsize=(6.0, 4.3), layout="constrained")
+    numeric = pd.api.types.is_numeric_dtype(frame[hue])
+    sns.lineplot(
+        data=frame,
+        x="layer",
+        y="D",
+        hue=hue,
+        palette="viridis" if numeric else "tab10",
+        marker="o",
+        errorbar=("ci", 95),
+        ax=ax,
+    )
+    ax.set(
+        xlabel="layer l (0 = input)",
+        ylabel="data separation D_l = log(Tr Σ_w / Tr Σ_b)",
+        title="Load curves (lower = better separated)",
+    )
+    ax.set_xticks(np.sort(frame["layer"].unique()))
+    ax.legend(title=hue, fontsize=8)
+    return fig
+
+
+def _cell_means(panel: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Mean curvature and test accuracy over seeds, as (alpha × level) grids."""
+    curvature = panel.pivot_table(index="alpha", columns="level", values="curvature", aggfunc="mean")
+    accuracy = panel.pivot_table(index="alpha", columns="level", values="test_acc", aggfunc="mean")
+    return curvature, accuracy.reindex(index=curvature.index, columns=curvature.columns)
+
+
+def plot_phase_diagram(frame: pd.DataFrame) -> plt.Figure:
+    """One panel per noise axis: test accuracy as background, circles coloured by mean load-curve curvature.
+
+    Columns: axis, level, alpha, seed, curvature, test_acc. Levels are placed at equal spacing in their
+    sorted order (they may be log-spaced, e.g. learning rates) and labelled with their values.
+    """
+    set_theme()
+    axes_names = list(dict.fromkeys(frame["axis"]))
+    curvature_scale = curvature_norm(frame.groupby(["axis", "level", "alpha"])["curvature"].mean().to_numpy())
+    accuracy_means = frame.groupby(["axis", "level", "alpha"])["test_acc"].mean()
+    accuracy_scale = colors.Normalize(vmin=float(accuracy_means.min()), vmax=float(accuracy_means.max()))
+    fig, axes = plt.subplots(
+        1,
+        len(axes_names),
+        figsize=(4.4 * len(axes_names) + 2.5, 4.4),
+        squeeze=False,
+        sharey=True,
+        layout="constrained",
+    )
+    for ax, name in zip(axes[0], axes_names, strict=True):
+        curvature, accuracy = _cell_means(frame[frame["axis"] == name])
+        background = ax.imshow(
+            accuracy.to_numpy(), origin="lower", aspect="auto", cmap=ACCURACY_CMAP, norm=accuracy_scale
+        )
+        cols, rows = np.meshgrid(np.arange(curvature.shape[1]), np.arange(curvature.shape[0]))
+        circles = ax.scatter(
+            cols.ravel(),
+            rows.ravel(),
+            c=curvature.to_numpy().ravel(),
+            cmap=CURVATURE_CMAP,
+            norm=curvature_scale,
+            s=260,
+            edgecolors="0.2",
+            linewidths=0.8,
+        )
+        ax.set_xticks(range(curvature.shape[1]), [f"{level:g}" for level in curvature.columns])
+        ax.set_yticks(range(curvature.shape[0]), [f"{alpha:g}" for alpha in curvature.index])
+        ax.set(xlabel=f"noise level: {name}", title=f"Noise from {name}")
+        ax.grid(False)
+    axes[0, 0].set_ylabel("LeakyReLU slope α (1 = linear, 0 = ReLU)")
+    add_curvature_colorbar(fig, circles, list(axes[0]))
+    fig.colorbar(background, ax=list(axes[0]), fraction=0.05, pad=0.02).set_label(
+        "test accuracy (background)"
+    )
+    fig.suptitle("Noise × nonlinearity phase diagram of load-curve curvature")
+    return fig

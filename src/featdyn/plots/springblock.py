@@ -1,0 +1,143 @@
+"""Figures of the spring–block model: its phase diagram (paper 2, Fig. 3) and load dynamics (Fig. 4)."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib import colors
+
+from featdyn.plots import set_theme
+
+CURVATURE_CMAP = "RdBu_r"
+
+
+def curvature_norm(values: np.ndarray) -> colors.TwoSlopeNorm:
+    """Diverging colour scale centred at 0 (linear load curve), symmetric around it."""
+    bound = max(float(np.nanmax(np.abs(values))), 1e-12)
+    return colors.TwoSlopeNorm(vcenter=0.0, vmin=-bound, vmax=bound)
+
+
+def add_curvature_colorbar(
+    fig: plt.Figure, mappable: plt.cm.ScalarMappable, ax: plt.Axes | list[plt.Axes]
+) -> None:
+    """Colorbar for load-curve curvature whose ends say which side is concave and which convex."""
+    bar = fig.colorbar(mappable, ax=ax, fraction=0.05, pad=0.03)
+    bar.set_label("load-curve curvature (mean 2nd difference)")
+    bar.ax.text(
+        0.5, -0.02, "concave\n(deep layers\nlearn more)", transform=bar.ax.transAxes, ha="center", va="top"
+    )
+    bar.ax.text(
+        0.5,
+        1.02,
+        "convex\n(shallow layers\nlearn more)",
+        transform=bar.ax.transAxes,
+        ha="center",
+        va="bottom",
+    )
+
+
+def _cell_edges(centres: np.ndarray) -> np.ndarray:
+    """Edges halfway between sorted cell centres, extended by half a step at both ends."""
+    if centres.size == 1:
+        return np.array([centres[0] - 0.5, centres[0] + 0.5])
+    middles = (centres[1:] + centres[:-1]) / 2
+    return np.concatenate([[2 * centres[0] - middles[0]], middles, [2 * centres[-1] - middles[-1]]])
+
+
+def _mean_load_curve(row: pd.Series, n_blocks: int) -> np.ndarray:
+    lengths = row[[f"elongation_{block}" for block in range(1, n_blocks + 1)]].to_numpy(dtype=float)
+    return row["y"] - np.concatenate([[0.0], np.cumsum(lengths)])
+
+
+def plot_springblock_phase(frame: pd.DataFrame) -> plt.Figure:
+    """Curvature over noise ε × μ_l/μ_r (left) and the mean load curves of the most asymmetric row (right)."""
+    set_theme()
+    grid = frame.pivot_table(index="asymmetry", columns="eps", values="curvature")
+    eps, asymmetry = grid.columns.to_numpy(dtype=float), grid.index.to_numpy(dtype=float)
+    norm = curvature_norm(grid.to_numpy())
+    fig, (phase_ax, curve_ax) = plt.subplots(
+        1, 2, figsize=(12, 5), gridspec_kw={"width_ratios": [1.25, 1]}, layout="constrained"
+    )
+
+    mesh = phase_ax.pcolormesh(
+        _cell_edges(eps),
+        _cell_edges(asymmetry),
+        grid.to_numpy(),
+        cmap=CURVATURE_CMAP,
+        norm=norm,
+        shading="flat",
+    )
+    if grid.shape[0] > 1 and grid.shape[1] > 1:
+        contour = phase_ax.contour(eps, asymmetry, grid.to_numpy(), levels=[0.0], colors="k", linewidths=1.2)
+        phase_ax.clabel(contour, fmt={0.0: "linear"}, fontsize=9)
+    phase_ax.axhline(1.0, color="0.3", linestyle=":", linewidth=1)
+    phase_ax.set(
+        xlabel="noise amplitude ε",
+        ylabel="friction asymmetry μ_l / μ_r",
+        title="(a) Spring–block phase diagram",
+    )
+    phase_ax.grid(False)
+    add_curvature_colorbar(fig, mesh, phase_ax)
+
+    n_blocks = sum(column.startswith("elongation_") for column in frame.columns)
+    top = frame[frame["asymmetry"] == asymmetry.max()].sort_values("eps")
+    top = top.iloc[np.unique(np.linspace(0, len(top) - 1, 6).round().astype(int))]  # at most 6 noise levels
+    noise_colours = plt.get_cmap("viridis")(np.linspace(0, 0.9, len(top)))
+    for colour, (_, row) in zip(noise_colours, top.iterrows(), strict=True):
+        curve_ax.plot(
+            range(n_blocks + 1), _mean_load_curve(row, n_blocks), "o-", color=colour, label=f"ε = {row.eps:g}"
+        )
+    curve_ax.set(
+        xlabel="block l (0 = wall)",
+        ylabel="distance to target y − x_l",
+        title=f"(b) Final load curves, μ_l / μ_r = {asymmetry.max():g}",
+    )
+    curve_ax.legend(title="noise", fontsize=8, loc="upper right")
+    return fig
+
+
+def _plot_curves_over_time(
+    fig: plt.Figure, ax: plt.Axes, curves: np.ndarray, times: np.ndarray, time_label: str
+) -> None:
+    norm = colors.Normalize(vmin=float(times.min()), vmax=float(times.max()))
+    cmap = plt.get_cmap("viridis")
+    for time, curve in zip(times, curves, strict=True):
+        ax.plot(np.arange(curves.shape[1]), curve, "-", marker=".", color=cmap(norm(time)), alpha=0.9)
+    bar = fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, fraction=0.05, pad=0.03)
+    bar.set_label(time_label)
+
+
+def plot_load_dynamics(
+    dnn_curves: np.ndarray | None,
+    spring_curves: np.ndarray,
+    *,
+    dnn_epochs: np.ndarray | None = None,
+    spring_steps: np.ndarray | None = None,
+) -> plt.Figure:
+    """Load curves as a DNN trains (D_l per epoch) beside the spring–block simulation (y − x_l per step).
+
+    Each curves array is (n_times, n_layers + 1); times default to 0, 1, …; the DNN panel is left out if None.
+    """
+    set_theme()
+    n_panels = 1 if dnn_curves is None else 2
+    fig, axes = plt.subplots(1, n_panels, figsize=(5.8 * n_panels, 4.5), squeeze=False, layout="constrained")
+    spring_ax = axes[0, -1]
+    if dnn_curves is not None:
+        dnn_curves = np.asarray(dnn_curves)
+        epochs = np.arange(len(dnn_curves)) if dnn_epochs is None else np.asarray(dnn_epochs)
+        _plot_curves_over_time(fig, axes[0, 0], dnn_curves, epochs, "training epoch")
+        axes[0, 0].set(
+            xlabel="layer l (0 = input)",
+            ylabel="data separation D_l = log(Tr Σ_w / Tr Σ_b)",
+            title="DNN: load curve during training",
+        )
+    spring_curves = np.asarray(spring_curves)
+    steps = np.arange(len(spring_curves)) if spring_steps is None else np.asarray(spring_steps)
+    _plot_curves_over_time(fig, spring_ax, spring_curves, steps, "simulation step")
+    spring_ax.set(
+        xlabel="block l (0 = wall)",
+        ylabel="distance to target y − x_l",
+        title="Spring–block: load curve during simulation",
+    )
+    return fig

@@ -1,0 +1,169 @@
+"""Layer-wise data separation (SPEC §9): D_l = log(Tr Σ_w / Tr Σ_b), He & Su's Tr(Σ_w Σ_b⁺), load curves.
+
+Everything is accumulated in float64 from batches, so a layer with many features over many samples never
+has to sit in memory at once, and no p×p matrix is ever formed: Σ_b has rank K−1 and its factor U
+(p×(K−1)) reduces He & Su's measure to K×K algebra,
+
+    Σ_b = U Uᵀ,  Σ_b⁺ = U (UᵀU)⁺² Uᵀ,  Tr(Σ_w Σ_b⁺) = Tr((UᵀU)⁺² · UᵀΣ_wU).
+
+UᵀΣ_wU needs the class means, hence a second pass over the data (`SeparationAccumulator.begin_second_pass`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+from numpy.typing import ArrayLike
+from torch import nn
+
+ArrayOrTensor = torch.Tensor | np.ndarray
+
+
+def _as_float64_rows(features: ArrayOrTensor) -> torch.Tensor:
+    """Features (n, ...) as a float64 (n, p) CPU tensor."""
+    features = torch.as_tensor(features)
+    return features.detach().reshape(features.shape[0], -1).to(device="cpu", dtype=torch.float64)
+
+
+def _as_labels(labels: ArrayOrTensor) -> torch.Tensor:
+    return torch.as_tensor(labels).detach().reshape(-1).to(device="cpu", dtype=torch.long)
+
+
+class SeparationAccumulator:
+    """Streaming class statistics of one layer's features, from which `result()` gives the measures.
+
+    First pass: call `update` on every batch (per-class counts, means and sums of squared deviations,
+    merged with Chan's parallel formula, so no cancellation between large means and small spreads).
+    Optional second pass, for He & Su's measure: call `begin_second_pass()`, then `update` again on the
+    same batches; it accumulates the within-class scatter projected on the K class-mean directions.
+    """
+
+    def __init__(self, n_classes: int, p: int) -> None:
+        self.n_classes = n_classes
+        self.p = p
+        self.counts = torch.zeros(n_classes, dtype=torch.float64)
+        self.means = torch.zeros(n_classes, p, dtype=torch.float64)
+        self.sq_dev = torch.zeros(n_classes, dtype=torch.float64)
+        self._directions: torch.Tensor | None = None  # (p, K): μ_k − μ, fixed for the second pass
+        self._projected_scatter = torch.zeros(n_classes, n_classes, dtype=torch.float64)
+        self._second_pass_count = 0
+
+    def update(self, features: ArrayOrTensor, labels: ArrayOrTensor) -> None:
+        """Add a batch: features (b, ...) with b labels in [0, n_classes)."""
+        x, y = _as_float64_rows(features), _as_labels(labels)
+        if x.shape[1] != self.p:
+            raise ValueError(f"expected {self.p} features per sample, got {x.shape[1]}")
+        if self._directions is None:
+            self._merge_batch_moments(x, y)
+        else:
+            self._add_projected_scatter(x, y)
+
+    def _merge_batch_moments(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        counts_b = torch.bincount(y, minlength=self.n_classes).to(torch.float64)
+        sums_b = torch.zeros_like(self.means).index_add_(0, y, x)
+        means_b = sums_b / counts_b.clamp(min=1)[:, None]
+        sq_dev_b = torch.zeros_like(self.sq_dev).index_add_(0, y, (x - means_b[y]).square().sum(1))
+        total = self.counts + counts_b
+        weight_b = counts_b / total.clamp(min=1)
+        delta = means_b - self.means
+        self.sq_dev += sq_dev_b + delta.square().sum(1) * self.counts * weight_b
+        self.means += delta * weight_b[:, None]
+        self.counts = total
+
+    def _add_projected_scatter(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        z = (x - self.means[y]) @ self._directions
+        self._projected_scatter += z.T @ z
+        self._second_pass_count += x.shape[0]
+
+    def begin_second_pass(self) -> None:
+        """Freeze the class means; later `update` calls feed the He–Su projection."""
+        self._directions = (self.means - self._global_mean()).T.contiguous()
+
+    def _global_mean(self) -> torch.Tensor:
+        return (self.counts @ self.means) / self.counts.sum()
+
+    def result(self) -> dict[str, float]:
+        """tr_within, tr_between, D and he_su (NaN unless a complete second pass was made)."""
+        n = float(self.counts.sum())
+        tr_within = float(self.sq_dev.sum()) / n
+        tr_between = float(self.counts @ (self.means - self._global_mean()).square().sum(1)) / n
+        with np.errstate(divide="ignore"):
+            d = float(np.log(np.float64(tr_within) / np.float64(tr_between)))
+        complete = self._directions is not None and self._second_pass_count == n
+        he_su = self._he_su(n) if complete else float("nan")
+        return {"tr_within": tr_within, "tr_between": tr_between, "D": d, "he_su": he_su}
+
+    def _he_su(self, n: float) -> float:
+        present = (self.counts > 0).numpy()
+        sqrt_w = np.sqrt(self.counts.numpy()[present] / n)
+        if sqrt_w.size < 2:
+            return 0.0
+        # U = D·diag(√w) has the null vector √w; an orthonormal basis Q of √w⊥ gives the rank-(K'−1) factor.
+        basis = np.linalg.qr(np.column_stack([sqrt_w, np.eye(sqrt_w.size)[:, :-1]]))[0][:, 1:]
+        reduce = sqrt_w[:, None] * basis  # (K', K'−1): U Q = D · reduce
+        directions = self._directions.numpy()[:, present]
+        gram = reduce.T @ (directions.T @ directions) @ reduce  # (UQ)ᵀ(UQ)
+        within = reduce.T @ (self._projected_scatter.numpy()[np.ix_(present, present)] / n) @ reduce
+        evals, evecs = np.linalg.eigh(gram)
+        keep = evals > evals.max() * 1e-12
+        inv_sq = (evecs[:, keep] / evals[keep] ** 2) @ evecs[:, keep].T
+        return float(np.trace(inv_sq @ within))
+
+
+def separation_measures(features: ArrayOrTensor, labels: ArrayOrTensor, n_classes: int) -> dict[str, float]:
+    """tr_within, tr_between, D = log(tr_within / tr_between) and he_su = Tr(Σ_w Σ_b⁺) of one feature set."""
+    x = _as_float64_rows(features)
+    acc = SeparationAccumulator(n_classes, x.shape[1])
+    acc.update(x, labels)
+    acc.begin_second_pass()
+    acc.update(x, labels)
+    return acc.result()
+
+
+def _stage_outputs(model: nn.Module, x: torch.Tensor) -> Iterator[torch.Tensor]:
+    """The input, then the output of every stage in order."""
+    yield x
+    for stage in model.stages:
+        x = stage(x)
+        yield x
+
+
+@torch.no_grad()
+def load_curve(
+    model: nn.Module, x: ArrayOrTensor, y: ArrayOrTensor, n_classes: int, batch_size: int = 1024
+) -> dict[str, np.ndarray]:
+    """D, he_su, tr_within and tr_between at l = 0 (input) … K (output of stage K), in eval mode."""
+    x, y = torch.as_tensor(x), _as_labels(y)
+    device = next(model.parameters(), torch.empty(0)).device
+    was_training = model.training
+    model.eval()
+    accumulators: list[SeparationAccumulator] = []
+    try:
+        for second_pass in (False, True):
+            for start in range(0, len(x), batch_size):
+                batch = x[start : start + batch_size].to(device)
+                labels = y[start : start + batch_size]
+                for layer, features in enumerate(_stage_outputs(model, batch)):
+                    if layer == len(accumulators):
+                        accumulators.append(SeparationAccumulator(n_classes, features[0].numel()))
+                    accumulators[layer].update(features, labels)
+            if not second_pass:
+                for acc in accumulators:
+                    acc.begin_second_pass()
+    finally:
+        model.train(was_training)
+    results = [acc.result() for acc in accumulators]
+    return {key: np.array([r[key] for r in results]) for key in results[0]}
+
+
+def curvature(curve: ArrayLike) -> float | np.ndarray:
+    """Mean second difference along the last axis: < 0 concave (lazy), ≈ 0 linear, > 0 convex."""
+    values = np.diff(np.asarray(curve, dtype=np.float64), n=2, axis=-1).mean(axis=-1)
+    return float(values) if values.ndim == 0 else values
+
+
+def layer_loads(curve: ArrayLike) -> np.ndarray:
+    """Per-layer load D_{l−1} − D_l, l = 1 … K, along the last axis."""
+    return -np.diff(np.asarray(curve, dtype=np.float64), axis=-1)

@@ -1,0 +1,319 @@
+"""SGD-noise anisotropy: sphericity statistics, isotropic null, one-step protocol, and figures."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+from scipy import stats
+from torch import nn
+
+from featdyn.isotropy import (
+    bootstrap_pvalue,
+    czz_trace_estimators,
+    isotropic_null,
+    isotropic_reference_spectrum,
+    minibatch_indices,
+    one_step_perturbations,
+    perturbation_stats,
+    random_orthonormal_projection,
+)
+from featdyn.plots import save_figure
+from featdyn.plots.isotropy import plot_anisotropy_vs_memory, plot_spectrum, plot_top_eigs
+
+# --- statistics ---------------------------------------------------------------------------------
+
+
+def direct_statistics(delta: np.ndarray) -> tuple[float, np.ndarray]:
+    """T and the spectrum from the full p×p covariance, the way the definition reads."""
+    p = delta.shape[1]
+    covariance = np.cov(delta, rowvar=False)
+    normalised = p * covariance / np.trace(covariance)
+    return float(np.linalg.norm(normalised - np.eye(p))), np.sort(np.linalg.eigvalsh(covariance))[::-1]
+
+
+@pytest.mark.parametrize(("m", "p"), [(30, 80), (80, 30), (25, 25)])
+def test_gram_route_matches_direct_covariance(m: int, p: int) -> None:
+    delta = np.random.default_rng(m + p).standard_normal((m, p)) @ np.diag(np.linspace(0.2, 3.0, p)) + 5.0
+    result = perturbation_stats(delta)
+    t_direct, eigenvalues_direct = direct_statistics(delta)
+    assert result["T"] == pytest.approx(t_direct, rel=1e-10)
+    assert result["eigenvalues"].shape == (min(m, p),)
+    np.testing.assert_allclose(result["eigenvalues"], eigenvalues_direct[: min(m, p)], rtol=1e-8, atol=1e-10)
+    assert result["total_variance"] == pytest.approx(np.trace(np.cov(delta, rowvar=False)), rel=1e-12)
+    assert result["effective_rank"] == pytest.approx(p * p / (t_direct**2 + p), rel=1e-10)
+    assert result["john_U"] == pytest.approx(t_direct**2 / p, rel=1e-10)
+    assert result["top_shares"].shape == (5,) and np.all(np.diff(result["top_shares"]) <= 0)
+
+
+def test_czz_estimators_match_the_quadruple_sums() -> None:
+    """The Gram-matrix algebra equals the U-statistics written as sums over distinct indices."""
+    x = np.random.default_rng(4).standard_normal((7, 5)) + 3.0
+    n = len(x)
+    g = x @ x.T
+
+    def mean_over(r: int, term) -> float:
+        tuples = list(itertools.permutations(range(n), r))
+        return sum(term(*t) for t in tuples) / len(tuples)
+
+    trace = np.trace(g) / n - mean_over(2, lambda i, j: g[i, j])
+    trace_sq = (
+        mean_over(2, lambda i, j: g[i, j] ** 2)
+        - 2 * mean_over(3, lambda i, j, k: g[i, j] * g[j, k])
+        + mean_over(4, lambda i, j, k, m: g[i, j] * g[k, m])
+    )
+    assert czz_trace_estimators(x) == pytest.approx((trace, trace_sq), rel=1e-10)
+
+
+def null_pvalues(m: int, p: int, n_sets: int, seed: int) -> pd.DataFrame:
+    null = isotropic_null(m, p, B=1000, seed=seed + 1)
+    rng = np.random.default_rng(seed)
+    results = [perturbation_stats(rng.standard_normal((m, p)) * 0.01 + 1.0, null) for _ in range(n_sets)]
+    return pd.DataFrame(results)[["bootstrap_p", "john_p", "czz_p"]]
+
+
+@pytest.mark.parametrize(("m", "p"), [(50, 20), (20, 400)], ids=["M>p", "p>>M"])
+def test_pvalues_are_uniform_under_isotropy(m: int, p: int) -> None:
+    pvalues = null_pvalues(m, p, n_sets=300, seed=21)
+    for column in pvalues:
+        assert stats.kstest(pvalues[column], "uniform").pvalue > 0.01, column
+    bootstrap, john = pvalues["bootstrap_p"], pvalues["john_p"]
+    assert stats.spearmanr(bootstrap, john).statistic > 0.99
+    assert np.mean((bootstrap < 0.05) == (john < 0.05)) > 0.95
+
+
+def planted_low_rank(m: int, p: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    directions = np.linalg.qr(rng.standard_normal((p, 3)))[0].T
+    return rng.standard_normal((m, 3)) * [3.0, 2.0, 1.5] @ directions + 0.1 * rng.standard_normal((m, p))
+
+
+@pytest.mark.parametrize(("m", "p"), [(200, 64), (40, 500)])
+def test_planted_low_rank_is_rejected_by_every_test(m: int, p: int) -> None:
+    result = perturbation_stats(planted_low_rank(m, p, seed=5), isotropic_null(m, p, B=2000, seed=0))
+    for key in ("bootstrap_p", "john_p", "czz_p"):
+        assert result[key] < 0.001, key
+    assert result["effective_rank"] < 5
+    assert result["top_shares"][:3].sum() > 0.5
+
+
+def test_null_is_cached_deterministic_and_matches_direct_clouds(tmp_path) -> None:
+    null = isotropic_null(30, 12, B=3000, seed=3, cache_dir=tmp_path)
+    cached = tmp_path / "isotropic_null_M30_p12_B3000_seed3.npy"
+    assert cached.exists() and null.shape == (3000,)
+    np.testing.assert_array_equal(np.load(cached), null)
+    np.testing.assert_array_equal(isotropic_null(30, 12, B=3000, seed=3), null)
+    np.save(cached, null[:5])
+    np.testing.assert_array_equal(isotropic_null(30, 12, B=3000, seed=3, cache_dir=tmp_path), null[:5])
+    rng = np.random.default_rng(9)
+    direct = [perturbation_stats(rng.standard_normal((30, 12)))["T"] for _ in range(1500)]
+    assert stats.ks_2samp(null, direct).pvalue > 0.01
+
+
+def test_bootstrap_pvalue_formula() -> None:
+    null = np.array([1.0, 2.0, 3.0, 4.0])
+    assert bootstrap_pvalue(2.5, null) == pytest.approx(3 / 5)
+    assert bootstrap_pvalue(10.0, null) == pytest.approx(1 / 5)
+    assert bootstrap_pvalue(0.0, null) == pytest.approx(1.0)
+
+
+def test_isotropic_reference_spectrum() -> None:
+    eigenvalues = isotropic_reference_spectrum(40, 100, total_variance=7.5, seed=1)
+    assert eigenvalues.shape == (40,)
+    assert eigenvalues.sum() == pytest.approx(7.5)
+    assert np.all(np.diff(eigenvalues) <= 0)
+    np.testing.assert_array_equal(eigenvalues, isotropic_reference_spectrum(40, 100, 7.5, seed=1))
+
+
+def test_orthonormal_projection() -> None:
+    q = random_orthonormal_projection(300, 20, seed=0).numpy()
+    np.testing.assert_allclose(q.T @ q, np.eye(20), atol=1e-12)
+    np.testing.assert_array_equal(q, random_orthonormal_projection(300, 20, seed=0).numpy())
+
+
+# --- one-step protocol --------------------------------------------------------------------------
+
+
+class Staged(nn.Module):
+    def __init__(self, stages: list[nn.Module]):
+        super().__init__()
+        self.stages = nn.ModuleList(stages)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for stage in self.stages:
+            x = stage(x)
+        return x
+
+
+def tiny_mlp(dropout: float = 0.0) -> Staged:
+    torch.manual_seed(0)
+    return Staged(
+        [
+            nn.Sequential(nn.Linear(6, 12), nn.BatchNorm1d(12), nn.ReLU()),
+            nn.Sequential(nn.Linear(12, 10), nn.BatchNorm1d(10), nn.ReLU(), nn.Dropout(dropout)),
+            nn.Linear(10, 4),
+        ]
+    )
+
+
+def tiny_cnn() -> Staged:
+    torch.manual_seed(1)
+    return Staged(
+        [
+            nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU()),
+            nn.Sequential(nn.Conv2d(6, 8, 3, stride=2, padding=1), nn.BatchNorm2d(8), nn.ReLU()),
+            nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 5)),
+        ]
+    )
+
+
+def warmed_up(model: Staged, x: torch.Tensor) -> Staged:
+    """Give BatchNorm non-trivial running statistics, then leave the model in eval mode."""
+    with torch.no_grad():
+        model.train()
+        model(x)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def mlp_data() -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    return torch.randn(128, 6, generator=generator), torch.randint(0, 4, (128,), generator=generator)
+
+
+@pytest.fixture(scope="module")
+def cnn_data() -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(1)
+    return torch.randn(64, 3, 6, 6, generator=generator), torch.randint(0, 5, (64,), generator=generator)
+
+
+def loop_perturbations(
+    model: Staged, depth: int, x: torch.Tensor, y: torch.Tensor, probe: torch.Tensor, lr: float, indices
+) -> np.ndarray:
+    """Reference: one torch.optim.SGD step per mini-batch on a float64 copy, running stats restored."""
+    reference = copy.deepcopy(model).double().eval()
+    with torch.no_grad():
+        h0 = nn.Sequential(*reference.stages[:depth])(probe.double())
+    rows = []
+    for idx in indices:
+        stepped = copy.deepcopy(model).double().train()
+        optimizer = torch.optim.SGD(stepped.parameters(), lr=lr)
+        F.cross_entropy(stepped(x[idx].double()), y[idx]).backward()
+        optimizer.step()
+        with torch.no_grad():
+            for buffer, original in zip(stepped.buffers(), model.buffers()):
+                buffer.copy_(original)
+            stepped.eval()
+            change = nn.Sequential(*stepped.stages[:depth])(probe.double()) - h0
+        if change.ndim > 2:
+            change = change.mean(dim=tuple(range(2, change.ndim)))
+        rows.append(change.reshape(-1).numpy())
+    return np.stack(rows)
+
+
+def state_snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {name: tensor.clone() for name, tensor in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("kind", ["mlp", "cnn"])
+def test_batched_steps_equal_a_loop_of_single_steps(kind: str, mlp_data, cnn_data) -> None:
+    model_factory, (x, y) = (tiny_mlp, mlp_data) if kind == "mlp" else (tiny_cnn, cnn_data)
+    model = warmed_up(model_factory(), x)
+    probe, depth, lr, batch_size, m = x[:3], 2, 0.5, 16, 12
+    delta, info = one_step_perturbations(
+        model, depth, x, y, probe, lr=lr, batch_size=batch_size, M=m, seed=4, chunk_size=5
+    )
+    indices = minibatch_indices(len(x), batch_size, m, seed=4)
+    np.testing.assert_array_equal(info["batch_indices"], indices)
+    expected = loop_perturbations(model, depth, x, y, probe, lr, indices)
+    np.testing.assert_allclose(delta, expected, rtol=1e-6, atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["mlp", "cnn"])
+def test_model_is_untouched_and_perturbations_are_sane(kind: str, mlp_data, cnn_data) -> None:
+    model_factory, (x, y) = (tiny_mlp, mlp_data) if kind == "mlp" else (tiny_cnn, cnn_data)
+    model = warmed_up(model_factory(), x)
+    before, rng_before = state_snapshot(model), torch.get_rng_state()
+    delta, info = one_step_perturbations(model, 1, x, y, x[:4], lr=0.1, batch_size=8, M=20, seed=0)
+    after = model.state_dict()
+    assert before.keys() == after.keys()
+    assert all(torch.equal(before[name], after[name]) for name in before)
+    assert not model.training and torch.equal(torch.get_rng_state(), rng_before)
+    features = 12 if kind == "mlp" else 6
+    assert delta.shape == (20, 4 * features) and delta.dtype == np.float64
+    assert info["p"] == 4 * features and info["reduce"] == "gap" and not info["projected"]
+    assert np.all(np.linalg.norm(delta, axis=1) > 0)
+    assert np.linalg.matrix_rank(delta - delta.mean(axis=0)) > 1
+
+
+def test_projection_reduction(cnn_data) -> None:
+    x, y = cnn_data
+    model = warmed_up(tiny_cnn(), x)
+    delta, info = one_step_perturbations(
+        model, 1, x, y, x[:2], lr=0.1, batch_size=8, M=10, reduce="proj", p_max=32
+    )
+    assert delta.shape == (10, 32)
+    assert info["projected"] and info["raw_dim"] == 2 * 6 * 6 * 6 and info["p"] == 32
+    small, small_info = one_step_perturbations(model, 1, x, y, x[:1], lr=0.1, batch_size=8, M=10, p_max=32)
+    assert small.shape == (10, 6) and not small_info["projected"]
+    with pytest.raises(ValueError):
+        one_step_perturbations(model, 1, x, y, x[:1], lr=0.1, batch_size=8, M=10, reduce="pca")
+    with pytest.raises(ValueError):
+        one_step_perturbations(model, 3, x, y, x[:1], lr=0.1, batch_size=8, M=10)
+
+
+def test_determinism_and_dropout(mlp_data) -> None:
+    x, y = mlp_data
+    model = warmed_up(tiny_mlp(dropout=0.3), x)
+    before = state_snapshot(model)
+    kwargs = dict(lr=0.2, batch_size=16, M=10, chunk_size=4)
+    first, _ = one_step_perturbations(model, 1, x, y, x[:2], seed=7, **kwargs)
+    again, _ = one_step_perturbations(model, 1, x, y, x[:2], seed=7, **kwargs)
+    other, _ = one_step_perturbations(model, 1, x, y, x[:2], seed=8, **kwargs)
+    np.testing.assert_array_equal(first, again)
+    assert not np.allclose(first, other)
+    assert all(torch.equal(before[name], model.state_dict()[name]) for name in before)
+
+
+# --- figures ------------------------------------------------------------------------------------
+
+
+def test_isotropy_figures(tmp_path) -> None:
+    result = perturbation_stats(planted_low_rank(60, 40, seed=1))
+    iso = isotropic_reference_spectrum(60, 40, result["total_variance"], seed=0)
+    fig = plot_spectrum(result["eigenvalues"], iso, title="Depth 1, epoch 100")
+    ax = fig.axes[0]
+    assert ax.get_yscale() == "log" and ax.get_title() == "Depth 1, epoch 100"
+    assert len(ax.get_legend().get_texts()) == 2
+    save_figure(fig, tmp_path / "spectrum.png")
+
+    shares = pd.DataFrame(
+        [
+            {"epoch": epoch, "rank": rank, "share": 0.5 / rank * (1 + epoch / 400), "depth": depth}
+            for epoch in (50, 100, 150, 200)
+            for rank in range(1, 6)
+            for depth in (1, 2)
+        ]
+    )
+    fig = plot_top_eigs(shares)
+    assert len(fig.axes) == 2 and len(fig.axes[-1].get_legend().get_texts()) == 5
+    save_figure(fig, tmp_path / "top_eigs.png")
+    fig = plot_top_eigs(shares[shares.depth == 1].drop(columns="depth"))
+    assert len(fig.axes) == 1
+    save_figure(fig, tmp_path / "top_eigs_single.png")
+
+    runs = pd.DataFrame(
+        {"epoch": [40, 10, 20, 30], "effective_rank": [3.0, 9.0, 6.0, 4.0], "memory_window": [30, 5, 10, 20]}
+    )
+    fig = plot_anisotropy_vs_memory(runs)
+    assert len(fig.axes) == 2 and all(ax.get_ylabel() for ax in fig.axes)
+    save_figure(fig, tmp_path / "anisotropy_memory.png")
+    assert all(
+        (tmp_path / name).stat().st_size > 0
+        for name in ("spectrum.png", "top_eigs.png", "anisotropy_memory.png")
+    )

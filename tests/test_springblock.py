@@ -1,0 +1,127 @@
+"""Spring–block chain: analytic equilibrium, effect of noise and friction asymmetry, variants and figures."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+
+from featdyn.plots.springblock import plot_load_dynamics, plot_springblock_phase
+from featdyn.separation import curvature
+from featdyn.springblock import (
+    effective_friction,
+    elastic_force,
+    elongations,
+    load_curve,
+    noiseless_equilibrium,
+    phase_diagram,
+    simulate,
+    simulate_langevin,
+)
+
+
+def block_forces(x: np.ndarray, k: float = 1.0, y: float = 1.0) -> np.ndarray:
+    return elastic_force(np.concatenate([[0.0], x, [y]]), k)
+
+
+@pytest.mark.parametrize(("mu", "eta", "n_steps"), [(0.01, 0.1, 4000), (0.1, 0.01, 10_000)])
+def test_noiseless_chain_reaches_the_analytic_unbalanced_equilibrium(
+    mu: float, eta: float, n_steps: int
+) -> None:
+    run = simulate(0.0, mu, mu, eta=eta, n_steps=n_steps)
+    expected = noiseless_equilibrium(7, 1.0, mu, 1.0)
+    np.testing.assert_allclose(run.x[0], expected, atol=1e-6)
+    forces = block_forces(run.x[0])
+    moved = expected > 0
+    np.testing.assert_allclose(forces[moved], mu, atol=1e-6)  # friction balances the load on moved blocks
+    assert np.all(forces[~moved] <= mu + 1e-9)  # the others never felt enough to slide
+    assert np.all(np.diff(elongations(run.x[0])) >= -1e-9)  # deeper springs are longer
+    assert curvature(load_curve(run.x[0])) < 0  # concave: lazy, deep layers take the load
+
+
+def test_all_blocks_move_for_small_friction_and_equilibrium_is_eq7() -> None:
+    blocks, n = np.arange(1, 8), 7
+    np.testing.assert_allclose(
+        noiseless_equilibrium(7, 2.0, 0.01, 1.0), blocks / (n + 1) - 0.01 * blocks * (n + 1 - blocks) / 4.0
+    )
+    np.testing.assert_allclose(noiseless_equilibrium(7, 1.0, 0.0, 1.0), blocks / 8)
+    assert curvature(load_curve(noiseless_equilibrium(7, 1.0, -0.05, 1.0))) == pytest.approx(0.05)
+
+
+def test_noise_lowers_effective_friction() -> None:
+    levels = np.array([0.0, 0.05, 0.1, 0.2, 0.5])
+    friction = effective_friction(0.15, levels, 0.1, 0.1, window=4000)
+    assert friction[0] == pytest.approx(0.1)
+    assert np.all(np.diff(friction) < 0)
+    asymmetric = effective_friction(0.15, 1.0, 0.3, 0.1, window=4000)
+    assert asymmetric < 0  # with μ_l > μ_r strong noise makes friction push the load back
+
+
+def test_noise_relaxes_the_chain_below_the_static_friction() -> None:
+    quiet, noisy = (simulate(eps, 0.1, 0.1, n_steps=5000, n_chains=8, seed=1).x for eps in (0.0, 0.2))
+    mean_force = [np.mean(block_forces(x.mean(0))[-3:]) for x in (quiet, noisy)]  # deepest blocks all slid
+    assert mean_force[1] < 0.5 * mean_force[0]
+
+
+def test_asymmetric_friction_with_enough_noise_turns_the_load_curve_convex() -> None:
+    run = simulate([0.0, 0.4], 0.3, 0.1, n_steps=6000, n_chains=8, seed=2)
+    bends = curvature(load_curve(run.x)).mean(-1)
+    assert bends[0] < 0 < bends[1]
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_independent_and_shared_noise_run_on_a_parameter_grid(shared: bool) -> None:
+    eps = np.array([0.0, 0.1, 0.3])[:, None]
+    mu_l = np.array([0.05, 0.1, 0.2, 0.3])[None, :]
+    run = simulate(eps, mu_l, 0.1, n_steps=500, n_chains=5, shared_noise=shared, record_every=100, seed=3)
+    assert run.x.shape == (3, 4, 5, 7)
+    assert run.trajectory.shape == (6, 3, 4, 5, 7)
+    np.testing.assert_array_equal(run.steps, [0, 100, 200, 300, 400, 500])
+    np.testing.assert_array_equal(run.trajectory[-1], run.x)
+    assert np.all(np.isfinite(run.x))
+    free = simulate(0.5, 0.0, 0.0, k=0.0, n_steps=50, n_chains=2, shared_noise=shared, seed=3).x
+    assert np.allclose(free, free[:, :1]) == shared  # without springs, shared noise moves blocks in lockstep
+
+
+def test_simulation_is_deterministic_for_a_seed() -> None:
+    first, again, other = (
+        simulate(0.3, 0.2, 0.1, n_steps=300, n_chains=3, seed=seed).x for seed in (7, 7, 8)
+    )
+    np.testing.assert_array_equal(first, again)
+    assert not np.allclose(first, other)
+
+
+def test_langevin_variant_runs_and_noiseless_is_concave() -> None:
+    quiet = simulate_langevin(0.0, 0.1, 0.1, n_steps=8000)
+    np.testing.assert_allclose(quiet.x[0], noiseless_equilibrium(7, 1.0, 0.1, 1.0), atol=1e-6)
+    assert curvature(load_curve(quiet.x[0])) < 0
+    noisy = simulate_langevin([0.0, 0.3], 0.3, 0.1, n_steps=4000, n_chains=4, shared_noise=True, seed=4)
+    assert noisy.x.shape == (2, 4, 7) and np.all(np.isfinite(noisy.x))
+
+
+def test_phase_diagram_is_tidy_and_shows_the_transition() -> None:
+    frame = phase_diagram([0.0, 0.4], [0.5, 1.0, 3.0], n_chains=6, n_steps=4000, seed=5)
+    assert len(frame) == 6
+    assert {"eps", "asymmetry", "mu_l", "mu_r", "curvature", "curvature_sd", "elongation_7"} <= set(
+        frame.columns
+    )
+    cell = frame.set_index(["eps", "asymmetry"])["curvature"]
+    assert cell[0.0, 3.0] < 0 and cell[0.4, 3.0] > 0
+    assert abs(cell[0.4, 1.0]) < 0.01
+
+
+def test_springblock_figures() -> None:
+    frame = phase_diagram([0.0, 0.2], [1.0, 2.0], n_chains=2, n_steps=300)
+    fig = plot_springblock_phase(frame)
+    assert isinstance(fig, plt.Figure) and len(fig.axes) == 3  # phase, colorbar, load curves
+    plt.close(fig)
+    run = simulate(0.1, 0.2, 0.1, n_steps=400, record_every=100)
+    spring = load_curve(run.trajectory[:, 0])
+    fig = plot_load_dynamics(
+        np.linspace(2, 0, 5)[:, None] - np.arange(8) / 10, spring, spring_steps=run.steps
+    )
+    assert isinstance(fig, plt.Figure) and len(fig.axes) == 4  # two panels, two time colorbars
+    plt.close(fig)
+    fig = plot_load_dynamics(None, spring)
+    assert len(fig.axes) == 2
+    plt.close(fig)

@@ -71,6 +71,7 @@ def assemble_store(
         for i, s in enumerate(shards):
             optim[i] = _serialise(s["optimizer"])
         g = f.create_group("metrics")
+        g.attrs["columns"] = list(metrics.columns)
         for column in metrics.columns:
             g.create_dataset(column, data=metrics[column].to_numpy())
         g = f.create_group("labels")
@@ -88,7 +89,8 @@ class CheckpointStore:
             self.model_spec: dict[str, Any] = json.loads(f.attrs["model"])
             self.config: dict[str, Any] = json.loads(f.attrs.get("config", "{}"))
             self.state_names: list[str] = list(f["state"].keys())
-            self.metrics = pd.DataFrame({k: v[()] for k, v in f["metrics"].items()})
+            group = f["metrics"]
+            self.metrics = pd.DataFrame({k: group[k][()] for k in group.attrs.get("columns", list(group))})
             self.labels = {k: v[()] for k, v in f["labels"].items()}
 
     def index(self, epoch: int) -> int:

@@ -120,7 +120,8 @@ class BandResult:
 
 
 def _chunk(total: int, size: int) -> list[slice]:
-    return [slice(i, min(i + size, total)) for i in range(0, total, max(1, size))]
+    size = max(1, size)
+    return [slice(i, min(i + size, total)) for i in range(0, total, size)]
 
 
 def _cumulative_mean(indicator: torch.Tensor) -> torch.Tensor:

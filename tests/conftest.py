@@ -1,0 +1,19 @@
+"""Shared fixtures: tiny data and a tiny trained checkpoint store (seconds on a CPU)."""
+
+from __future__ import annotations
+
+import pytest
+from helpers import tiny_arrays, train_tiny
+
+from featdyn.data import tensor_data
+
+
+@pytest.fixture(scope="session")
+def tiny_store_path(tmp_path_factory):
+    path, _, _ = train_tiny(tmp_path_factory.mktemp("tiny_run"))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_data():
+    return tensor_data(tiny_arrays())

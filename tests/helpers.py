@@ -1,0 +1,56 @@
+"""Tiny data and tiny training runs shared by the tests (also importable from subprocesses)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from featdyn.data import Arrays, tensor_data
+from featdyn.models import build_model
+from featdyn.train import Recipe, TrainSpec, train_run
+
+
+def tiny_arrays(n_train: int = 240, n_test: int = 120, length: int = 40, seed: int = 0) -> Arrays:
+    """Class-dependent smooth signals (10 classes) that a small net learns in a few epochs."""
+    rng = np.random.default_rng(seed)
+    t = np.linspace(0, 1, length, dtype=np.float32)
+
+    def make(n: int) -> tuple[np.ndarray, np.ndarray]:
+        y = rng.integers(0, 10, n)
+        x = np.sin(2 * np.pi * (y[:, None] + 1) * t / 3) + 0.15 * rng.standard_normal((n, length))
+        return x.astype(np.float32), y.astype(np.int64)
+
+    (xtr, ytr), (xte, yte) = make(n_train), make(n_test)
+    return Arrays(xtr, ytr, xte, yte, 10, "synthetic")
+
+
+def train_tiny(
+    tmp_path, model_name: str = "resnet1d", epochs: int = 4, seed: int = 0, on_epoch=None, **options
+):
+    """Train a tiny run; returns the checkpoint path, the tensors and the spec."""
+    arrays = tiny_arrays()
+    data = tensor_data(arrays)
+    torch.manual_seed(seed)
+    model = build_model(model_name, data.sample_shape, 10, **options)
+    spec = TrainSpec(Recipe(optimizer="sgd", lr=0.05, batch_size=40, milestones=(2,)), epochs, 1, seed)
+    spec_model = {
+        "name": model_name,
+        "sample_shape": list(data.sample_shape),
+        "classes": 10,
+        "options": options,
+    }
+    path = tmp_path / "checkpoints.h5"
+    labels = {"train": arrays.y_train, "noise_mask": np.zeros(len(arrays.y_train), bool)}
+    train_run(
+        model,
+        data,
+        spec,
+        state_dir=tmp_path / "state",
+        out_path=path,
+        model_spec=spec_model,
+        labels=labels,
+        provenance={"test": model_name},
+        on_epoch=on_epoch,
+        progress=False,
+    )
+    return path, data, spec

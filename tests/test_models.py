@@ -1,0 +1,60 @@
+import pytest
+import torch
+
+from featdyn.models import MODELS, build_model, n_parameters, split
+
+SHAPES = {
+    "resnet20": (3, 32, 32),
+    "resnet32": (3, 16, 16),
+    "resnet56": (3, 8, 8),
+    "resnet1d": (40,),
+    "mlp": (1, 28, 28),
+    "bottleneck_mlp": (40,),
+    "deep_mlp": (1, 8, 8),
+    "cnn": (3, 16, 16),
+}
+
+
+def test_every_model_is_covered():
+    assert set(SHAPES) == set(MODELS)
+
+
+def test_resnet20_parameter_count():
+    assert n_parameters(build_model("resnet20", (3, 32, 32), 10)) == 269_722
+
+
+def test_resnet_depths_follow_blocks():
+    assert build_model("resnet20", (3, 32, 32), 10).n_stages == 11  # stem + 9 blocks + head
+    assert build_model("resnet32", (3, 32, 32), 10).n_stages == 17
+    assert build_model("resnet56", (3, 32, 32), 10).n_stages == 29
+
+
+def test_mlp_shapes():
+    model = build_model("mlp", (1, 28, 28), 10)
+    assert [m.out_features for m in model.modules() if isinstance(m, torch.nn.Linear)] == [256, 256, 10]
+    bottleneck = build_model("bottleneck_mlp", (40,), 10)
+    assert bottleneck(torch.randn(3, 40), 0, 2).shape == (3, 2)
+
+
+@pytest.mark.parametrize("name", sorted(SHAPES))
+def test_split_composition_is_exact_at_every_depth(name):
+    torch.manual_seed(0)
+    model = build_model(name, SHAPES[name], 10).eval()
+    x = torch.randn(4, *SHAPES[name])
+    with torch.no_grad():
+        full = model(x)
+        for depth in range(1, model.n_stages):
+            shallow, deep = split(model, depth)
+            assert torch.equal(deep(shallow(x)), full)
+            assert torch.equal(model(model(x, 0, depth), depth), full)
+
+
+def test_split_rejects_missing_depth():
+    model = build_model("mlp", (1, 28, 28), 10)
+    with pytest.raises(ValueError, match="1..2"):
+        split(model, 3)
+
+
+def test_unknown_model_names_the_choices():
+    with pytest.raises(ValueError, match="resnet20"):
+        build_model("vgg", (3, 32, 32), 10)

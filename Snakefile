@@ -19,6 +19,14 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/composite.smk"
+include: "workflow/rules/corrupt.smk"
+include: "workflow/rules/consistency.smk"
+include: "workflow/rules/isotropy.smk"
+include: "workflow/rules/dynamics.smk"
+include: "workflow/rules/interventions.smk"
+include: "workflow/rules/separation.smk"
+include: "workflow/rules/phase.smk"
+include: "workflow/rules/springblock.smk"
 
 
 rule all:

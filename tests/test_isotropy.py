@@ -3,28 +3,49 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
+import hashlib
 import itertools
+import json
+from pathlib import Path
 
+import h5py
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
+import yaml
+from helpers import tiny_arrays
 from scipy import stats
 from torch import nn
 
+from featdyn.checkpoints import CheckpointStore
+from featdyn.config import ConfigError, check_config
+from featdyn.data import subset_indices, tensor_data
 from featdyn.isotropy import (
+    IsotropySettings,
+    analysed_checkpoint_epochs,
     bootstrap_pvalue,
     czz_trace_estimators,
     isotropic_null,
     isotropic_reference_spectrum,
+    isotropy_at_checkpoint,
+    isotropy_keys,
+    isotropy_row,
+    memory_depths,
+    memory_window_frame,
     minibatch_indices,
+    minibatch_seed,
     one_step_perturbations,
     perturbation_stats,
     random_orthonormal_projection,
+    read_isotropy,
+    top_share_frame,
+    write_isotropy,
 )
 from featdyn.plots import save_figure
-from featdyn.plots.isotropy import plot_anisotropy_vs_memory, plot_spectrum, plot_top_eigs
+from featdyn.plots.isotropy import plot_anisotropy_vs_memory, plot_spectra, plot_spectrum, plot_top_eigs
 
 # --- statistics ---------------------------------------------------------------------------------
 
@@ -280,6 +301,160 @@ def test_determinism_and_dropout(mlp_data) -> None:
     assert all(torch.equal(before[name], model.state_dict()[name]) for name in before)
 
 
+# --- pipeline stage -----------------------------------------------------------------------------
+
+STAGE_SETTINGS = IsotropySettings(
+    M=12, n_probe=3, p_max=64, B=100, seed=2, chunk_size=5, grad_precision="fp64"
+)
+
+
+def sha256(path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def stage(tiny_store_path, tmp_path_factory) -> dict:
+    """The stage at epoch 3 (after the lr milestone), depth 2, with the store checked before and after."""
+    store = CheckpointStore(tiny_store_path)
+    digest, state = sha256(tiny_store_path), store.state_dict(3)
+    cache = tmp_path_factory.mktemp("isotropy_cache")
+    result = isotropy_at_checkpoint(store, tiny_arrays(), 3, 2, 40, STAGE_SETTINGS, cache_dir=cache)
+    assert sha256(tiny_store_path) == digest
+    assert all(torch.equal(state[name], value) for name, value in store.state_dict(3).items())
+    return {"store": store, "result": result, "cache": cache}
+
+
+def test_stage_equals_a_loop_of_sgd_steps_with_the_runs_lr(stage) -> None:
+    store, result = stage["store"], stage["result"]
+    assert result["lr"] == pytest.approx(0.005)  # recipe lr 0.05, ×0.1 after the milestone at epoch 2
+    arrays = tiny_arrays()
+    data = tensor_data(arrays)
+    probe = subset_indices(len(arrays.y_train), 3, STAGE_SETTINGS.seed)
+    indices = minibatch_indices(len(arrays.y_train), 40, 12, minibatch_seed(STAGE_SETTINGS.seed, 3))
+    expected = loop_perturbations(
+        store.model_at(3), 2, data.x_train, data.y_train, data.x_train[probe], 0.005, indices
+    )
+    np.testing.assert_allclose(result["delta"], expected, rtol=1e-6, atol=1e-12)
+    np.testing.assert_array_equal(result["probe_indices"], probe)
+
+
+def test_stage_file_holds_the_statistics(stage, tmp_path) -> None:
+    result = stage["result"]
+    path = tmp_path / "e3_d2.h5"
+    write_isotropy(result, path, {"isotropy": {"M": 12}, "run": "tiny", "epoch": 3, "depth": 2})
+    back = read_isotropy(path)
+    delta = back["delta"]
+    assert delta.shape == (12, 48) and back["M"] == 12 and back["p"] == 48  # 3 probes × 16 channels
+    assert back["epoch"] == 3 and back["depth"] == 2 and back["batch_size"] == 40 and back["reduce"] == "gap"
+    covariance = np.cov(delta, rowvar=False)
+    eigenvalues = back["eigenvalues"]
+    np.testing.assert_allclose(eigenvalues, np.linalg.eigvalsh(covariance)[::-1][:12], rtol=1e-8, atol=1e-14)
+    assert back["total_variance"] == pytest.approx(np.trace(covariance), rel=1e-10)
+    np.testing.assert_allclose(back["top_shares"], eigenvalues[:5] / np.trace(covariance), rtol=1e-8)
+    assert back["effective_rank"] == pytest.approx(
+        np.trace(covariance) ** 2 / np.sum(covariance**2), rel=1e-8
+    )
+    assert back["isotropic_eigenvalues"].shape == (12,)
+    assert back["isotropic_eigenvalues"].sum() == pytest.approx(back["total_variance"], rel=1e-10)
+    null = np.load(stage["cache"] / "isotropic_null_M12_p48_B100_seed2.npy")
+    assert null.shape == (100,) and back["bootstrap_p"] == bootstrap_pvalue(back["T"], null)
+    direct = perturbation_stats(delta)
+    for name in ("T", "john_p", "czz_p", "john_z", "czz_z"):
+        assert back[name] == pytest.approx(direct[name], rel=1e-10, abs=1e-300)
+    assert json.loads(back["config"]) == {"isotropy": {"M": 12}, "run": "tiny", "epoch": 3, "depth": 2}
+
+    row = isotropy_row(back, "tiny")
+    assert row["run"] == "tiny" and row["top_share_1"] == pytest.approx(back["top_shares"][0])
+    assert not set(row) & {"delta", "eigenvalues", "config", "featdyn_version"}
+    tidy = top_share_frame(pd.DataFrame([row]))
+    assert sorted(tidy["rank"]) == [1, 2, 3, 4, 5]
+    np.testing.assert_allclose(tidy.sort_values("rank")["share"], back["top_shares"][:5])
+
+
+def test_stage_uses_the_runs_labels_and_fp32_gradients_are_close(stage) -> None:
+    """Other labels in the dataset file change nothing (the store's labels count); fp32 gradients
+    move the perturbations by far less than their size."""
+    arrays = tiny_arrays()
+    relabelled = dataclasses.replace(arrays, y_train=np.roll(arrays.y_train, 1))
+    settings = dataclasses.replace(STAGE_SETTINGS, grad_precision="fp32")
+    fp32 = isotropy_at_checkpoint(stage["store"], relabelled, 3, 2, 40, settings, cache_dir=stage["cache"])
+    reference = stage["result"]["delta"]
+    assert np.abs(fp32["delta"] - reference).max() < 1e-3 * np.abs(reference).max()
+    assert fp32["grad_dtype"] == "torch.float32" and fp32["dtype"] == "torch.float64"
+
+
+def test_memory_window_frame(tmp_path) -> None:
+    bands = {}
+    for depth, window in ((1, [0, 1, 2]), (3, [0, 1, 1])):
+        bands[depth] = tmp_path / f"train_d{depth}.h5"
+        with h5py.File(bands[depth], "w") as f:
+            f["epochs"], f["memory_window"] = [0, 5, 10], window
+            f["memory_window_censored"] = [True, False, depth == 1]
+    frame = memory_window_frame(bands)
+    assert list(frame.columns) == ["depth", "epoch", "memory_window", "censored"]
+    assert frame["depth"].tolist() == [1, 1, 1, 3, 3, 3] and frame["epoch"].tolist() == [0, 5, 10] * 2
+    assert frame["memory_window"].tolist() == [0, 1, 2, 0, 1, 1]
+    assert frame["censored"].tolist() == [True, False, True, True, False, False]
+    assert memory_window_frame({}).empty
+
+
+def test_isotropy_keys_and_memory_depths() -> None:
+    config = yaml.safe_load((Path(__file__).parents[1] / "configs/tiny.yaml").read_text())
+    config["isotropy"].update(runs=[], epochs=[], stride=2, depths=[1, 2])
+    config["composite"].update(runs=["tiny-clean"], depths=[2])
+    keys = isotropy_keys(config)
+    assert keys[:6] == [("tiny-clean", e, d) for e in (0, 2, 4) for d in (1, 2)]
+    assert len(keys) == 3 * 3 * 2 and {r for r, _, _ in keys} == set(config["runs"])
+    assert isotropy_keys(config, figure_only=True)[:2] == [("tiny-clean", 4, 1), ("tiny-clean", 4, 2)]
+    config["isotropy"]["figure_epoch"] = 0
+    assert {e for _, e, _ in isotropy_keys(config, figure_only=True)} == {0}
+    assert memory_depths(config, "tiny-clean") == [2] and memory_depths(config, "tiny-noisy") == []
+    assert isotropy_keys({k: v for k, v in config.items() if k != "isotropy"}) == []
+
+
+def test_analysed_checkpoint_epochs() -> None:
+    saved = list(range(0, 41))
+    assert analysed_checkpoint_epochs(saved, [40, 5, 10]) == [5, 10, 40]
+    assert analysed_checkpoint_epochs(saved, [], stride=10) == [0, 10, 20, 30, 40]
+    assert analysed_checkpoint_epochs([0, 3, 6, 7], None, stride=2) == [3, 7]
+    assert minibatch_seed(0, 5) != minibatch_seed(0, 6) and minibatch_seed(0, 5) == minibatch_seed(0, 5)
+
+
+def test_null_cache_is_written_atomically(tmp_path, monkeypatch) -> None:
+    """The cache file appears only once complete: it is written under another name, then renamed."""
+    final = tmp_path / "isotropic_null_M10_p4_B50_seed0.npy"
+    written = []
+    real_save = np.save
+
+    def spying_save(handle, array) -> None:
+        assert not final.exists() and Path(handle.name) != final and Path(handle.name).parent == tmp_path
+        written.append(handle.name)
+        real_save(handle, array)
+
+    monkeypatch.setattr("featdyn.isotropy.np.save", spying_save)
+    null = isotropic_null(10, 4, B=50, seed=0, cache_dir=tmp_path)
+    assert written and final.exists() and not Path(written[0]).exists()
+    np.testing.assert_array_equal(np.load(final), null)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [final.name]
+
+
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("runs", ["tiny-clean", "nope"], "`isotropy.runs`: 'nope' is not one of"),
+        ("epochs", [2, 9], "`isotropy.epochs`: 9 is not allowed for run 'tiny-clean'"),
+        ("depths", [2, 5], "`isotropy.depths`: depth 5 does not exist"),
+        ("figure_epoch", 3, "`isotropy.figure_epoch`: 3 is not one of the allowed values [0, 4]"),
+    ],
+)
+def test_config_errors_name_the_key(key: str, value, message: str) -> None:
+    config = yaml.safe_load((Path(__file__).parents[1] / "configs/tiny.yaml").read_text())
+    config["isotropy"][key] = value
+    with pytest.raises(ConfigError) as error:
+        check_config(config)
+    assert message in str(error.value)
+
+
 # --- figures ------------------------------------------------------------------------------------
 
 
@@ -307,13 +482,46 @@ def test_isotropy_figures(tmp_path) -> None:
     assert len(fig.axes) == 1
     save_figure(fig, tmp_path / "top_eigs_single.png")
 
-    runs = pd.DataFrame(
-        {"epoch": [40, 10, 20, 30], "effective_rank": [3.0, 9.0, 6.0, 4.0], "memory_window": [30, 5, 10, 20]}
+    anisotropy = pd.DataFrame(
+        {"depth": [1, 1, 1, 1, 3], "epoch": [40, 10, 20, 30, 40], "effective_rank": [3.0, 9.0, 6.0, 4.0, 2.0]}
     )
-    fig = plot_anisotropy_vs_memory(runs)
-    assert len(fig.axes) == 2 and all(ax.get_ylabel() for ax in fig.axes)
+    memory = pd.DataFrame(
+        {
+            "depth": [1] * 4,
+            "epoch": [10, 20, 30, 40],
+            "memory_window": [5, 10, 20, 30],
+            "censored": [True, False, False, True],
+        }
+    )
+    fig = plot_anisotropy_vs_memory(anisotropy, memory, title="run a")
+    top, bottom = fig.axes
+    assert top.get_title() == "run a" and all(ax.get_ylabel() for ax in fig.axes)
+    assert len(top.get_lines()) == 2 and len(bottom.get_lines()) == 1
+    np.testing.assert_array_equal(bottom.collections[0].get_offsets(), [[10, 5], [40, 30]])  # lower bounds
+    assert top.get_lines()[0].get_color() == bottom.get_lines()[0].get_color()  # depth 1 in both panels
+    np.testing.assert_array_equal(top.get_lines()[0].get_xdata(), [10, 20, 30, 40])
     save_figure(fig, tmp_path / "anisotropy_memory.png")
+    fig = plot_anisotropy_vs_memory(anisotropy, memory.iloc[:0])
+    assert "no memory window" in fig.axes[1].texts[0].get_text()
+    save_figure(fig, tmp_path / "anisotropy_no_memory.png")
+
+    panels = [
+        {
+            **result,
+            "isotropic_eigenvalues": iso,
+            "run": run,
+            "epoch": 100,
+            "depth": depth,
+            "bootstrap_p": 0.01,
+        }
+        for run in ("clean", "noisy")
+        for depth in (1, 3)
+    ]
+    fig = plot_spectra(panels)
+    assert len(fig.axes) == 4 and all(ax.get_yscale() == "log" for ax in fig.axes)
+    assert fig.axes[3].get_title().startswith("noisy, epoch 100, depth 3")
+    save_figure(fig, tmp_path / "spectra.png")
     assert all(
         (tmp_path / name).stat().st_size > 0
-        for name in ("spectrum.png", "top_eigs.png", "anisotropy_memory.png")
+        for name in ("spectrum.png", "top_eigs.png", "anisotropy_memory.png", "spectra.png")
     )

@@ -9,13 +9,22 @@ import pytest
 import torch
 from torch import nn
 
-from featdyn.plots.separation import plot_load_curves, plot_phase_diagram
+from featdyn.checkpoints import CheckpointStore
+from featdyn.plots.separation import (
+    plot_accuracy_vs_curvature,
+    plot_load_curves,
+    plot_phase_diagram,
+    plot_run_separation,
+)
 from featdyn.separation import (
     SeparationAccumulator,
     curvature,
     layer_loads,
     load_curve,
+    read_separation,
+    run_separation,
     separation_measures,
+    write_separation,
 )
 
 
@@ -170,4 +179,56 @@ def test_plot_phase_diagram_has_a_panel_per_noise_axis_and_two_colorbars() -> No
     frame["test_acc"] = rng.uniform(0.8, 0.95, size=len(frame))
     fig = plot_phase_diagram(frame)
     assert isinstance(fig, plt.Figure) and len(fig.axes) == 2 + 2
+    plt.close(fig)
+
+
+def test_run_separation_over_saved_epochs_and_file_round_trip(tiny_store_path, tiny_data, tmp_path) -> None:
+    store = CheckpointStore(tiny_store_path)
+    eval_sets = {
+        "train": (tiny_data.x_train[:100], tiny_data.y_train[:100]),
+        "test": (tiny_data.x_test, tiny_data.y_test),
+    }
+    epochs = store.epochs[::2]
+    result = run_separation(store, eval_sets, epochs, batch_size=64)
+    n_layers = store.build_model().n_stages + 1
+    for name, (x, y) in eval_sets.items():
+        assert result[name]["D"].shape == result[name]["he_su"].shape == (len(epochs), n_layers)
+        reference = direct_measures(x.numpy().astype(np.float64), y.numpy(), 10)
+        np.testing.assert_allclose(
+            result[name]["D"][:, 0], reference["D"], rtol=1e-9
+        )  # the input never changes
+        hidden = result[name]["D"][:, :-1]
+        np.testing.assert_allclose(
+            result[name]["curvature"], np.diff(hidden, n=2, axis=1).mean(1), rtol=1e-12
+        )
+    last = load_curve(store.model_at(epochs[-1]), *eval_sets["test"], 10)
+    np.testing.assert_allclose(result["test"]["D"][-1], last["D"])
+    assert result["train"]["D"][-1, -1] < result["train"]["D"][0, -1]  # training separates the logits
+
+    write_separation(result, epochs, tmp_path / "separation.h5", {"run": "tiny"})
+    curves, bends = read_separation(tmp_path / "separation.h5")
+    assert list(dict.fromkeys(curves["eval_set"])) == ["train", "test"]
+    assert len(curves) == 2 * len(epochs) * n_layers and len(bends) == 2 * len(epochs)
+    test_curves = curves[curves["eval_set"] == "test"].pivot(index="epoch", columns="layer", values="D")
+    np.testing.assert_array_equal(test_curves.to_numpy(), result["test"]["D"])
+    np.testing.assert_array_equal(
+        bends.loc[bends["eval_set"] == "train", "curvature"], result["train"]["curvature"]
+    )
+    fig = plot_run_separation(curves, bends, "tiny")
+    assert len(fig.axes) == 2 + 2 + 1  # two load-curve panels with colorbars, one curvature panel
+    plt.close(fig)
+
+
+def test_plot_accuracy_vs_curvature_has_a_panel_per_axis() -> None:
+    frame = pd.DataFrame(
+        {
+            "axis": ["lr"] * 4 + ["dropout"] * 4,
+            "level": [0.001, 0.001, 0.01, 0.01, 0.0, 0.0, 0.2, 0.2],
+            "alpha": [0.0, 1.0] * 4,
+            "curvature": np.linspace(-0.1, 0.1, 8),
+            "test_acc": np.linspace(0.7, 0.8, 8),
+        }
+    )
+    fig = plot_accuracy_vs_curvature(frame)
+    assert len(fig.axes) == 2
     plt.close(fig)

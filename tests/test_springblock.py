@@ -6,17 +6,21 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
-from featdyn.plots.springblock import plot_load_dynamics, plot_springblock_phase
+from featdyn.plots.springblock import LoadDynamicsCase, plot_load_dynamics, plot_springblock_phase
 from featdyn.separation import curvature
 from featdyn.springblock import (
+    dynamics_cases,
     effective_friction,
     elastic_force,
     elongations,
     load_curve,
+    load_dynamics,
     noiseless_equilibrium,
     phase_diagram,
+    read_dynamics,
     simulate,
     simulate_langevin,
+    write_dynamics,
 )
 
 
@@ -115,13 +119,43 @@ def test_springblock_figures() -> None:
     fig = plot_springblock_phase(frame)
     assert isinstance(fig, plt.Figure) and len(fig.axes) == 3  # phase, colorbar, load curves
     plt.close(fig)
-    run = simulate(0.1, 0.2, 0.1, n_steps=400, record_every=100)
-    spring = load_curve(run.trajectory[:, 0])
-    fig = plot_load_dynamics(
-        np.linspace(2, 0, 5)[:, None] - np.arange(8) / 10, spring, spring_steps=run.steps
-    )
-    assert isinstance(fig, plt.Figure) and len(fig.axes) == 4  # two panels, two time colorbars
+    steps, spring = load_dynamics(0.1, 2.0, n_steps=400, record_every=100)
+    dnn = np.linspace(2, 0, 5)[:, None] - np.arange(8) / 10
+    cases = [
+        LoadDynamicsCase("lazy", spring, steps, dnn, np.arange(0, 50, 10)),
+        LoadDynamicsCase("noisy", spring, steps, dnn, np.arange(0, 50, 10), spring_title="ε = 0.1"),
+    ]
+    fig = plot_load_dynamics(cases)
+    assert isinstance(fig, plt.Figure) and len(fig.axes) == 2 * 4  # per row: two panels, two time colorbars
     plt.close(fig)
-    fig = plot_load_dynamics(None, spring)
+    fig = plot_load_dynamics([LoadDynamicsCase("spring only", spring, steps)])
     assert len(fig.axes) == 2
     plt.close(fig)
+
+
+def test_load_dynamics_start_unseparated_and_end_like_the_chain(tmp_path) -> None:
+    steps, curves = load_dynamics(0.0, 2.0, mu_r=0.1, n_steps=10_000, record_every=2500, y=1.0)
+    np.testing.assert_array_equal(steps, [0, 2500, 5000, 7500, 10_000])
+    np.testing.assert_array_equal(curves[0], np.ones(8))  # every block at the wall: nothing separated yet
+    np.testing.assert_allclose(curves[-1], load_curve(noiseless_equilibrium(7, 1.0, 0.1, 1.0)), atol=1e-6)
+    shared = simulate(0.3, 0.2, 0.1, n_steps=300, shared_noise=True, record_every=100, seed=4)
+    np.testing.assert_array_equal(
+        load_dynamics(0.3, 2.0, mu_r=0.1, n_steps=300, record_every=100, seed=4)[1],
+        load_curve(shared.trajectory[:, 0]),
+    )
+    section = {
+        "n_blocks": 5,
+        "n_steps": 200,
+        "mu_r": 0.1,
+        "seed": 1,
+        "dynamics": {
+            "record_every": 50,
+            "cases": [{"eps": 0.0, "asymmetry": 1.0}, {"eps": 0.3, "asymmetry": 3.0}],
+        },
+    }
+    cases = dynamics_cases(section)
+    assert [c.shape for _, c in cases] == [(5, 6), (5, 6)]
+    write_dynamics(cases, tmp_path / "dynamics.h5", section)
+    for (steps, curves), (steps_back, curves_back) in zip(cases, read_dynamics(tmp_path / "dynamics.h5")):
+        np.testing.assert_array_equal(steps_back, steps)
+        np.testing.assert_array_equal(curves_back, curves)

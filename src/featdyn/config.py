@@ -10,7 +10,9 @@ import shutil
 from collections.abc import Mapping
 from typing import Any
 
-from featdyn.data import EMBEDDED, SOURCES, TORCHVISION
+from featdyn.corrupt import CIFAR_C_ALL, corruption_names
+from featdyn.corrupted import CIFAR_C_RELEASES
+from featdyn.data import EMBEDDED, SOURCES, TORCHVISION, corrupted_set_name
 from featdyn.models import MODELS, build_model
 
 SAMPLE_SHAPES: dict[str, tuple[int, ...]] = {
@@ -51,6 +53,8 @@ def check_config(config: Mapping[str, Any]) -> None:
         _fail("runs", "at least one run is needed")
     for name, run in runs.items():
         check_run(f"runs.{name}", run, datasets, recipes)
+    check_dynamics(config)
+    check_isotropy(config)
     for key, depths in depth_lists(config):
         for run_name in analysed_runs(config, key.split(".")[0]):
             n = n_stages(runs[run_name], datasets)
@@ -64,6 +68,8 @@ def check_config(config: Mapping[str, Any]) -> None:
     for name, pair in config.get("pairs", {}).items():
         for side in ("clean", "noisy"):
             _one_of(f"pairs.{name}.{side}", pair.get(side), sorted(runs))
+    check_corruptions(config)
+    check_separation_phase(config)
 
 
 def check_run(
@@ -79,6 +85,158 @@ def check_run(
         _fail(f"{key}.epochs", f"{run.get('epochs')} is not allowed: at least 1 epoch")
     if int(run.get("save_every", 1)) <= 0:
         _fail(f"{key}.save_every", f"{run.get('save_every')} is not allowed: a positive number of epochs")
+
+
+def available_corruptions(source: str) -> list[str]:
+    """Corruptions a dataset source offers: the CIFAR-C release files for CIFAR-10/100, else local ones."""
+    if source in CIFAR_C_RELEASES:
+        return list(CIFAR_C_ALL)
+    return corruption_names("signal" if len(SAMPLE_SHAPES[source]) == 1 else "image")
+
+
+def dataset_corruptions(config: Mapping[str, Any], dataset: str) -> list[str]:
+    """Corruptions in a dataset's -c.h5 file: its own list, else the default list, else all available."""
+    section = config.get("corruptions") or {}
+    names = (section.get("datasets") or {}).get(dataset) or section.get("default")
+    return list(names) if names else available_corruptions(config["datasets"][dataset]["source"])
+
+
+def corrupted_eval_sets(config: Mapping[str, Any], dataset: str) -> list[str]:
+    """Evaluation-set names `<corruption>-<severity>` of every corrupted test set of a dataset."""
+    severities = (config.get("corruptions") or {}).get("severities", [5])
+    return [corrupted_set_name(n, s) for n in dataset_corruptions(config, dataset) for s in severities]
+
+
+def check_eval_set(key: str, name: str, config: Mapping[str, Any], dataset: str) -> None:
+    _one_of(key, name, ["test", "train", *corrupted_eval_sets(config, dataset)])
+
+
+def check_corruptions(config: Mapping[str, Any]) -> None:
+    """Corruption names per dataset, corrupted evaluation sets, and the clean vs. noisy statistics."""
+    datasets, runs = config.get("datasets", {}), config.get("runs", {})
+    section = config.get("corruptions") or {}
+    own = section.get("datasets") or {}
+    for dataset in own:
+        _one_of("corruptions.datasets", dataset, sorted(datasets))
+    for dataset, options in datasets.items():
+        key = f"corruptions.datasets.{dataset}" if own.get(dataset) else "corruptions.default"
+        for name in dataset_corruptions(config, dataset):
+            _one_of(key, name, available_corruptions(options["source"]))
+    for eval_set in config.get("composite", {}).get("eval_sets", []):
+        for run in analysed_runs(config, "composite"):
+            check_eval_set("composite.eval_sets", eval_set, config, runs[run]["dataset"])
+    stats = config.get("stats") or {}
+    for name, pair in config.get("pairs", {}).items():
+        dataset = runs[pair["clean"]]["dataset"]
+        if runs[pair["noisy"]]["dataset"] != dataset:
+            _fail(f"pairs.{name}", f"runs {pair['clean']!r} and {pair['noisy']!r} must use the same dataset")
+        for eval_set in stats.get("eval_sets", []):
+            check_eval_set("stats.eval_sets", eval_set, config, dataset)
+        if stats.get("figure_eval_set"):
+            check_eval_set("stats.figure_eval_set", stats["figure_eval_set"], config, dataset)
+        for corruption in stats.get("figure_corruptions") or []:
+            _one_of("stats.figure_corruptions", corruption, dataset_corruptions(config, dataset))
+    severities = section.get("severities", [5])
+    if stats.get("figure_severity", severities[-1]) not in severities:
+        _fail(
+            "stats.figure_severity",
+            f"{stats['figure_severity']} is not among corruptions.severities {severities}",
+        )
+    band = config.get("composite", {}).get("window")
+    if band is not None and stats.get("window", 1) > band:
+        _fail("stats.window", f"{stats['window']} is not allowed: at most composite.window = {band}")
+
+
+def check_separation_phase(config: Mapping[str, Any]) -> None:
+    """Paper 2: runs of `separation`, the phase sweep's dataset and batch sizes (SPEC §9)."""
+    for run in (config.get("separation") or {}).get("runs") or []:
+        _one_of("separation.runs", run, sorted(config.get("runs", {})))
+    phase = config.get("phase") or {}
+    _one_of("phase.dataset", phase.get("dataset", "auto"), ["auto", *sorted(config["datasets"]), *SOURCES])
+    n_train = phase.get("n_train", 2560)
+    for size in [phase.get("batch_size", n_train), *(phase.get("axes") or {}).get("batch_size", [])]:
+        if size > n_train:
+            _fail("phase.axes.batch_size", f"{size} is not allowed: at most phase.n_train = {n_train}")
+
+
+def check_dynamics(config: Mapping[str, Any]) -> None:
+    """Runs, depths and epochs of the feature-dynamics and interventions sections (SPEC §5-7)."""
+    datasets, runs = config.get("datasets", {}), config.get("runs", {})
+    dynamics, interventions = config.get("dynamics") or {}, config.get("interventions") or {}
+    trajectories, pca = dynamics.get("trajectories") or {}, dynamics.get("pca") or {}
+    for key, names in (
+        ("dynamics.runs", dynamics.get("runs") or []),
+        ("dynamics.trajectories.runs", trajectories.get("runs", [])),
+        ("dynamics.pca.runs", pca.get("runs", [])),
+        ("interventions.runs", interventions.get("runs") or []),
+    ):
+        for name in names:
+            _one_of(key, name, sorted(runs))
+    for key, depth, names in (
+        ("dynamics.trajectories.depth", trajectories.get("depth", 2), trajectories.get("runs", [])),
+        ("dynamics.pca.depth", pca.get("depth", 2), pca.get("runs", [])),
+    ):
+        for name in names:
+            _check_depth(key, depth, name, runs[name], datasets)
+    for name in trajectories.get("runs", []):
+        size = feature_size(runs[name], datasets, trajectories.get("depth", 2))
+        if size != 2:
+            _fail(
+                "dynamics.trajectories.runs",
+                f"run {name!r} has {size} feature values at depth {trajectories.get('depth', 2)}, not 2: "
+                "trajectories need a 2-D feature (model 'bottleneck_mlp' at depth 2)",
+            )
+    for name in pca.get("runs", []) if pca.get("reference_epoch") is not None else []:
+        _check_saved_epoch("dynamics.pca.reference_epoch", pca["reference_epoch"], name, runs[name], True)
+    if interventions:
+        for name in analysed_runs(config, "interventions"):
+            for depth in interventions.get("reinit_depths", []):
+                _check_depth("interventions.reinit_depths", depth, name, runs[name], datasets)
+            _check_saved_epoch("interventions.freeze_epoch", interventions["freeze_epoch"], name, runs[name])
+
+
+def check_isotropy(config: Mapping[str, Any]) -> None:
+    """Runs and checkpoint epochs of the SGD-noise anisotropy section (SPEC §4)."""
+    from featdyn.isotropy import run_isotropy_epochs
+
+    section, runs = config.get("isotropy") or {}, config.get("runs", {})
+    for name in section.get("runs") or []:
+        _one_of("isotropy.runs", name, sorted(runs))
+    for name in analysed_runs(config, "isotropy") if section else []:
+        for epoch in section.get("epochs") or []:
+            _check_saved_epoch("isotropy.epochs", epoch, name, runs[name], last_ok=True)
+        if section.get("figure_epoch") is not None:
+            _one_of("isotropy.figure_epoch", section["figure_epoch"], run_isotropy_epochs(config, name))
+
+
+def _check_depth(
+    key: str, depth: int, name: str, run: Mapping[str, Any], datasets: Mapping[str, Any]
+) -> None:
+    n = n_stages(run, datasets)
+    if not 1 <= depth < n:
+        _fail(key, f"depth {depth} does not exist for run {name!r} ({run['model']!r}); allowed: 1..{n - 1}")
+
+
+def _check_saved_epoch(
+    key: str, epoch: int, name: str, run: Mapping[str, Any], last_ok: bool = False
+) -> None:
+    """`epoch` must be saved by the run (0, a multiple of save_every, or the last) and, unless
+    `last_ok`, come before the last epoch."""
+    epochs, every = int(run["epochs"]), int(run.get("save_every", 1))
+    saved = epoch == epochs or (0 <= epoch < epochs and epoch % every == 0)
+    if not saved or (epoch == epochs and not last_ok):
+        allowed = f"at most {epochs}" if last_ok else f"before the last epoch {epochs}"
+        _fail(key, f"{epoch} is not allowed for run {name!r}: a saved epoch (save_every = {every}) {allowed}")
+
+
+def feature_size(run: Mapping[str, Any], datasets: Mapping[str, Any], depth: int) -> int:
+    """Number of values of the feature at split depth `depth` of a run's model, per sample."""
+    import torch
+
+    source = datasets[run["dataset"]]["source"]
+    model = build_model(run["model"], SAMPLE_SHAPES[source], CLASSES[source], **run.get("model_options", {}))
+    with torch.no_grad():
+        return model.eval()(torch.zeros(1, *SAMPLE_SHAPES[source]), 0, depth)[0].numel()
 
 
 def depth_lists(config: Mapping[str, Any]) -> list[tuple[str, list[int]]]:

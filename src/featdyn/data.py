@@ -7,8 +7,10 @@ Layout of `results/data/{dataset}.h5`: `train/x`, `train/y`, `test/x`, `test/y` 
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -135,8 +137,10 @@ def _torchvision(source: str, options: Mapping[str, Any], cache_dir: Path) -> Ar
     cls = getattr(tvd, spec.cls_name)
     root = cache_dir / source
     _seed_from_local_copies(spec, source, root, options.get("mirror_dirs", []))
-    if options.get("mirrors"):  # URL mirrors override (MNIST-style datasets only)
-        cls = type(cls.__name__, (cls,), {"mirrors": list(options["mirrors"])})
+    if options.get("mirrors"):  # URL mirrors (and their files' md5 sums), MNIST-style datasets
+        md5 = options.get("md5", {})
+        resources = [(name, md5.get(name, digest)) for name, digest in cls.resources]
+        cls = type(cls.__name__, (cls,), {"mirrors": list(options["mirrors"]), "resources": resources})
     try:
         parts = [cls(str(root), download=True, **_split_kwargs(spec, train)) for train in (True, False)]
     except Exception as err:  # torchvision raises RuntimeError/URLError/OSError when offline
@@ -162,13 +166,23 @@ def _seed_from_local_copies(
     if source in DEBIAN_DATASET_DIRS:
         folders.append(Path(DEBIAN_DATASET_DIRS[source]))
     for name in spec.raw_files:
-        if (target / name).exists():
-            continue
         for folder in folders:
             if (folder / name).is_file():
-                target.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(folder / name, target / name)
+                _place_raw_file(folder / name, target, extract=spec.raw_subdir.endswith("raw"))
                 break
+
+
+def _place_raw_file(source: Path, target: Path, extract: bool) -> None:
+    """Copy a raw file where torchvision looks; MNIST-style .gz files are stored extracted, as torchvision
+    keeps them, so that recompressed copies (Debian's differ in their gzip bytes) need no checksum."""
+    target.mkdir(parents=True, exist_ok=True)
+    if extract and source.suffix == ".gz":
+        destination = target / source.stem
+        if not destination.exists():
+            with gzip.open(source, "rb") as src, open(destination, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+    elif not (target / source.name).exists():
+        shutil.copyfile(source, target / source.name)
 
 
 def _unavailable_message(
@@ -333,12 +347,76 @@ def subset_indices(n: int, size: int | None, seed: int) -> np.ndarray:
 
 
 def evaluation_set(
-    tensors: TensorData, arrays: Arrays, name: str, train_subset: int | None, seed: int
+    tensors: TensorData,
+    arrays: Arrays,
+    name: str,
+    train_subset: int | None,
+    seed: int,
+    corrupted_path: str | os.PathLike | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Inputs and true labels of an evaluation set: `test`, or a seeded subset of `train`."""
+    """Inputs and true labels of an evaluation set: `test`, a seeded subset of `train`, or a corrupted
+    test set `<corruption>-<severity>` from the `{dataset}-c.h5` file at `corrupted_path`, normalised
+    with the clean training statistics like `test`."""
     if name == "test":
         return tensors.x_test, tensors.y_test
     if name == "train":
         idx = torch.from_numpy(subset_indices(len(arrays.y_train), train_subset, seed))
         return tensors.x_train[idx], torch.as_tensor(arrays.y_train, device=tensors.x_train.device)[idx]
-    raise ValueError(f"unknown evaluation set {name!r}; available: ['test', 'train']")
+    parsed = parse_corrupted_set(name)
+    if parsed is None:
+        raise ValueError(
+            f"unknown evaluation set {name!r}; available: ['test', 'train'] or a corrupted test set "
+            "named <corruption>-<severity>, e.g. 'gaussian_blur-5'"
+        )
+    if corrupted_path is None:
+        raise ValueError(f"evaluation set {name!r} is a corrupted test set: pass the path of its -c.h5 file")
+    x, y = read_corrupted_set(corrupted_path, *parsed)
+    mean, std = normalizer(to_float(arrays.x_train))
+    device = tensors.x_test.device
+    return normalize(x, mean, std).to(device), torch.as_tensor(y, dtype=torch.long, device=device)
+
+
+# --- corrupted test sets -----------------------------------------------------------------------
+# Layout of `results/data/{dataset}-c.h5` (written by featdyn.corrupted): root dataset `y` (the test
+# labels), one group `/{corruption}/{severity}` per corrupted set holding `x` in the raw format of
+# the clean file (uint8 (N, C, H, W) images, float32 (N, L) signals), attributes `corruptions`
+# (list of names) and `severities` (list of ints).
+
+CORRUPTED_SET_NAME = re.compile(r"^(?P<corruption>[a-z0-9_]+)-(?P<severity>[1-9][0-9]*)$")
+
+
+def corrupted_set_name(corruption: str, severity: int) -> str:
+    """The evaluation-set name of a corrupted test set, e.g. `gaussian_blur-5`."""
+    return f"{corruption}-{severity}"
+
+
+def parse_corrupted_set(name: str) -> tuple[str, int] | None:
+    """(corruption, severity) of an evaluation-set name like `gaussian_blur-5`; None for other names."""
+    match = CORRUPTED_SET_NAME.match(name)
+    return None if match is None else (match["corruption"], int(match["severity"]))
+
+
+def corrupted_sets(path: str | os.PathLike) -> list[tuple[str, int]]:
+    """Every (corruption, severity) stored in a `{dataset}-c.h5` file, in the file's order."""
+    with h5py.File(path, "r") as f:
+        return [
+            (str(c), int(s))
+            for c in f.attrs["corruptions"]
+            for s in f.attrs["severities"]
+            if f"{c}/{s}/x" in f
+        ]
+
+
+def read_corrupted_set(
+    path: str | os.PathLike, corruption: str, severity: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Raw inputs and labels (x, y) of one corrupted test set of a `{dataset}-c.h5` file."""
+    with h5py.File(path, "r") as f:
+        key = f"{corruption}/{severity}/x"
+        if key not in f:
+            available = [corrupted_set_name(c, s) for c, s in corrupted_sets(path)]
+            raise KeyError(
+                f"{path} has no corrupted set {corrupted_set_name(corruption, severity)!r}; "
+                f"available: {available}"
+            )
+        return f[key][()], f["y"][()]

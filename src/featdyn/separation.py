@@ -7,16 +7,27 @@ has to sit in memory at once, and no p×p matrix is ever formed: Σ_b has rank K
     Σ_b = U Uᵀ,  Σ_b⁺ = U (UᵀU)⁺² Uᵀ,  Tr(Σ_w Σ_b⁺) = Tr((UᵀU)⁺² · UᵀΣ_wU).
 
 UᵀΣ_wU needs the class means, hence a second pass over the data (`SeparationAccumulator.begin_second_pass`).
+
+`run_separation` applies `load_curve` to every saved epoch of a trained run (the `separation` rule's
+`results/runs/{run}/separation.h5`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
+import h5py
 import numpy as np
+import pandas as pd
 import torch
 from numpy.typing import ArrayLike
 from torch import nn
+from tqdm.auto import tqdm
+
+from featdyn.checkpoints import CheckpointStore
+from featdyn.io import atomic_h5, load_arrays, save_arrays
 
 ArrayOrTensor = torch.Tensor | np.ndarray
 
@@ -167,3 +178,72 @@ def curvature(curve: ArrayLike) -> float | np.ndarray:
 def layer_loads(curve: ArrayLike) -> np.ndarray:
     """Per-layer load D_{l−1} − D_l, l = 1 … K, along the last axis."""
     return -np.diff(np.asarray(curve, dtype=np.float64), axis=-1)
+
+
+# --- load curves of a trained run over its saved epochs ----------------------------------------
+
+MEASURES = ("D", "he_su", "tr_within", "tr_between")
+
+
+def curvature_of(curves: ArrayLike, include_output: bool) -> float | np.ndarray:
+    """Curvature of load curves over the input and hidden layers, and the output layer if asked."""
+    curves = np.asarray(curves, dtype=np.float64)
+    return curvature(curves if include_output else curves[..., :-1])
+
+
+def run_separation(
+    store: CheckpointStore,
+    eval_sets: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
+    epochs: Sequence[int],
+    *,
+    batch_size: int = 1024,
+    include_output: bool = False,
+    device: str | torch.device = "cpu",
+    progress: bool = False,
+) -> dict[str, dict[str, np.ndarray]]:
+    """Load curves at every epoch in `epochs` on every evaluation set (inputs, true labels).
+
+    Per set: each measure of `MEASURES` as (n_epochs, K + 1) and `curvature` of D per epoch (n_epochs,).
+    """
+    n_classes = int(store.model_spec["classes"])
+    curves: dict[str, list[dict[str, np.ndarray]]] = {name: [] for name in eval_sets}
+    for epoch in tqdm(epochs, desc=store.path.parent.name, unit="epoch", disable=not progress):
+        model = store.model_at(epoch, device)
+        for name, (x, y) in eval_sets.items():
+            curves[name].append(load_curve(model, x, y, n_classes, batch_size))
+    result = {}
+    for name, per_epoch in curves.items():
+        stacked = {key: np.stack([c[key] for c in per_epoch]) for key in MEASURES}
+        result[name] = {**stacked, "curvature": np.asarray(curvature_of(stacked["D"], include_output))}
+    return result
+
+
+def write_separation(
+    result: Mapping[str, Mapping[str, np.ndarray]],
+    epochs: Sequence[int],
+    path: str | os.PathLike,
+    provenance: Mapping[str, Any],
+) -> None:
+    """`separation.h5`: `epochs`, then per evaluation set a group with D, he_su, tr_within, tr_between
+    (n_epochs, K + 1) and curvature (n_epochs,); attribute `eval_sets` keeps their order."""
+    with atomic_h5(path, provenance) as f:
+        f.attrs["eval_sets"] = list(result)
+        f.create_dataset("epochs", data=np.asarray(epochs, dtype=np.int64))
+        for name, arrays in result.items():
+            save_arrays(f.create_group(name), arrays)
+
+
+def read_separation(path: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Tidy tables of a `separation.h5`: load curves (eval_set, epoch, layer, measures) and curvature
+    per epoch (eval_set, epoch, curvature)."""
+    curves, bends = [], []
+    with h5py.File(path, "r") as f:
+        epochs = f["epochs"][()]
+        for name in f.attrs["eval_sets"]:
+            arrays = load_arrays(f[name])
+            n_layers = arrays["D"].shape[1]
+            index = pd.MultiIndex.from_product([epochs, range(n_layers)], names=["epoch", "layer"])
+            frame = pd.DataFrame({key: arrays[key].ravel() for key in MEASURES}, index=index)
+            curves.append(frame.reset_index().assign(eval_set=name))
+            bends.append(pd.DataFrame({"eval_set": name, "epoch": epochs, "curvature": arrays["curvature"]}))
+    return pd.concat(curves, ignore_index=True), pd.concat(bends, ignore_index=True)

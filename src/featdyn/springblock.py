@@ -11,14 +11,17 @@ chain of every cell at once (state shape `(*cells, n_chains, L)`); only time is 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import os
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
+import h5py
 import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
 
+from featdyn.io import atomic_h5, save_arrays
 from featdyn.separation import curvature
 
 NoiseKind = Literal["truncated", "gaussian"]
@@ -268,3 +271,69 @@ def phase_diagram(
     for block in range(n_blocks):
         frame[f"elongation_{block + 1}"] = lengths[:, block]
     return frame
+
+
+SIMULATION_KEYS = ("n_blocks", "k", "eta", "y", "n_steps", "noise", "truncation")
+"""Keys of config section `springblock` that are options of `simulate`."""
+
+
+def simulation_options(section: Mapping[str, Any]) -> dict[str, Any]:
+    """The `simulate` options given in config section `springblock`."""
+    return {key: section[key] for key in SIMULATION_KEYS if key in section}
+
+
+def load_dynamics(
+    eps: float,
+    asymmetry: float,
+    *,
+    mu_r: float = 0.1,
+    record_every: int = 100,
+    shared_noise: bool = True,
+    seed: int = 0,
+    **simulate_options: Any,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Steps (n_records,) and load curves y − x_l (n_records, L + 1) of one chain as it is pulled (Fig. 4).
+
+    The noise is shared by all blocks by default, as in paper 2's Fig. 4 (a DNN's layers share their noise).
+    """
+    run = simulate(
+        eps,
+        asymmetry * mu_r,
+        mu_r,
+        n_chains=1,
+        shared_noise=shared_noise,
+        record_every=record_every,
+        seed=seed,
+        **simulate_options,
+    )
+    return run.steps, load_curve(run.trajectory[:, 0], float(simulate_options.get("y", 1.0)))
+
+
+def dynamics_cases(section: Mapping[str, Any]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(steps, load curves) of every case of config section `springblock.dynamics` (Fig. 4, right)."""
+    dynamics = section["dynamics"]
+    return [
+        load_dynamics(
+            float(case["eps"]),
+            float(case["asymmetry"]),
+            mu_r=float(section.get("mu_r", 0.1)),
+            record_every=int(dynamics.get("record_every", 100)),
+            seed=int(section.get("seed", 0)),
+            **simulation_options(section),
+        )
+        for case in dynamics["cases"]
+    ]
+
+
+def write_dynamics(
+    cases: Sequence[tuple[np.ndarray, np.ndarray]], path: str | os.PathLike, provenance: Mapping[str, Any]
+) -> None:
+    """One group per case, in order (`0`, `1`, …), with `steps` and `curves` (n_records, L + 1)."""
+    with atomic_h5(path, provenance) as f:
+        for i, (steps, curves) in enumerate(cases):
+            save_arrays(f.create_group(str(i)), {"steps": steps, "curves": curves})
+
+
+def read_dynamics(path: str | os.PathLike) -> list[tuple[np.ndarray, np.ndarray]]:
+    with h5py.File(path, "r") as f:
+        return [(f[str(i)]["steps"][()], f[str(i)]["curves"][()]) for i in range(len(f))]

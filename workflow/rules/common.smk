@@ -3,6 +3,7 @@
 from snakemake.utils import validate
 
 from featdyn.config import analysed_runs, check_config, wants_gpu
+from featdyn.data import parse_corrupted_set
 
 validate(config, "../schemas/config.schema.yaml")
 check_config(config)
@@ -27,6 +28,13 @@ def recipe_config(wildcards):
 
 def dataset_h5(wildcards):
     return f"results/data/{config['runs'][wildcards.run]['dataset']}.h5"
+
+
+def corrupted_h5(wildcards):
+    """The run's -c.h5 file for a corrupted evaluation set (`<corruption>-<severity>`), else nothing."""
+    if parse_corrupted_set(wildcards.eval_set) is None:
+        return []
+    return f"results/data/{config['runs'][wildcards.run]['dataset']}-c.h5"
 
 
 def dataset_options(wildcards):

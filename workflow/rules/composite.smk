@@ -18,6 +18,7 @@ rule composite:
     input:
         checkpoints="results/runs/{run}/checkpoints.h5",
         data=dataset_h5,
+        corrupted=corrupted_h5,
     output:
         h5="results/runs/{run}/composite/{eval_set}_d{depth}.h5",
     params:

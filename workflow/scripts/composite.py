@@ -13,7 +13,14 @@ log_to(sm.log[0])
 torch.set_num_threads(sm.threads)
 settings, depth, eval_set = sm.params.settings, int(sm.wildcards.depth), sm.wildcards.eval_set
 arrays = read_dataset(sm.input.data)
-x, y = evaluation_set(tensor_data(arrays), arrays, eval_set, settings.get("train_subset"), sm.params.seed)
+x, y = evaluation_set(
+    tensor_data(arrays),
+    arrays,
+    eval_set,
+    settings.get("train_subset"),
+    sm.params.seed,
+    corrupted_path=sm.input.corrupted or None,
+)
 result = run_composite(
     CheckpointStore(sm.input.checkpoints),
     depth,

@@ -3,8 +3,12 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
+
 import matplotlib.pyplot as plt
 import pandas as pd
+import seaborn as sns
 
 from featdyn.plots import CLEAN_NOISY_PALETTE, set_theme
 from featdyn.stats import reflected_kde, share_at_one
@@ -15,16 +19,35 @@ def facet_values(frame: pd.DataFrame, facet: str) -> list:
     return list(pd.unique(frame[facet])) if facet in frame.columns else [None]
 
 
+def condition_palette(conditions: list) -> dict:
+    """Clean/noisy colours when the conditions are those two, else one seaborn colour per condition."""
+    if set(conditions) <= set(CLEAN_NOISY_PALETTE):
+        return dict(CLEAN_NOISY_PALETTE)
+    return dict(zip(conditions, sns.color_palette(n_colors=len(conditions))))
+
+
 def plot_consistency_kdes(
-    frame: pd.DataFrame, facet: str = "eval_set", value: str = "value", condition: str = "condition"
+    frame: pd.DataFrame,
+    facet: str = "eval_set",
+    value: str = "value",
+    condition: str = "condition",
+    palette: Mapping[str, object] | None = None,
+    max_columns: int = 4,
+    title: str | None = None,
 ) -> plt.Figure:
-    """One panel per value of `facet`; reflected KDE of `value` for each condition (clean, noisy)."""
+    """One panel per value of `facet` (at most `max_columns` per row); reflected KDE of `value` for each
+    condition (clean, noisy, or e.g. run names with `palette` or seaborn colours)."""
     set_theme()
     panels = facet_values(frame, facet)
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.6), squeeze=False)
-    for ax, panel in zip(axes[0], panels):
+    palette = palette or condition_palette(list(pd.unique(frame[condition])))
+    columns = min(len(panels), max_columns)
+    rows = math.ceil(len(panels) / columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4.5 * columns, 3.6 * rows), squeeze=False)
+    for ax in axes.flat[len(panels) :]:
+        ax.remove()
+    for ax, panel in zip(axes.flat, panels):
         data = frame if panel is None else frame[frame[facet] == panel]
-        for name, color in CLEAN_NOISY_PALETTE.items():
+        for name, color in palette.items():
             values = data.loc[data[condition] == name, value].to_numpy()
             if values.size == 0:
                 continue
@@ -38,5 +61,7 @@ def plot_consistency_kdes(
         ax.set_ylabel("Density")
         ax.set_title("Consistency" if panel is None else f"{facet.replace('_', ' ')}: {panel}")
         ax.legend(loc="upper left", fontsize="small")
+    if title:
+        fig.suptitle(title)
     fig.tight_layout()
     return fig

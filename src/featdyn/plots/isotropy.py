@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import Any
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -12,7 +15,6 @@ from featdyn.plots import set_theme
 
 SGD_COLOR = "#1f77b4"
 ISOTROPIC_COLOR = "#7f7f7f"
-MEMORY_COLOR = "#2ca02c"
 
 
 def positive_with_rank(eigenvalues: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -23,11 +25,8 @@ def positive_with_rank(eigenvalues: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     return ranks[keep], eigenvalues[keep]
 
 
-def plot_spectrum(eigs: np.ndarray, iso_eigs: np.ndarray, title: str = "") -> plt.Figure:
-    """Fig. 8: covariance spectrum of SGD one-step noise against an isotropic Gaussian cloud of equal
-    total variance, on a log scale."""
-    set_theme()
-    fig, ax = plt.subplots(figsize=(5.5, 4))
+def draw_spectrum(ax: plt.Axes, eigs: np.ndarray, iso_eigs: np.ndarray, title: str) -> None:
+    """SGD one-step noise spectrum and the isotropic reference on one log-scale panel."""
     for values, label, color, marker in (
         (eigs, "SGD one-step noise", SGD_COLOR, "o"),
         (iso_eigs, "Isotropic Gaussian (equal total variance)", ISOTROPIC_COLOR, "s"),
@@ -37,13 +36,53 @@ def plot_spectrum(eigs: np.ndarray, iso_eigs: np.ndarray, title: str = "") -> pl
     ax.set_yscale("log")
     ax.set_xlabel("Eigenvalue rank")
     ax.set_ylabel("Eigenvalue of the perturbation covariance")
-    ax.set_title(title or "Spectrum of SGD-induced feature noise")
+    ax.set_title(title)
+
+
+def plot_spectrum(eigs: np.ndarray, iso_eigs: np.ndarray, title: str = "") -> plt.Figure:
+    """Fig. 8: covariance spectrum of SGD one-step noise against an isotropic Gaussian cloud of equal
+    total variance, on a log scale."""
+    set_theme()
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    draw_spectrum(ax, eigs, iso_eigs, title or "Spectrum of SGD-induced feature noise")
     ax.legend(frameon=True)
     fig.tight_layout()
     return fig
 
 
-def plot_top_eigs(frame: pd.DataFrame) -> plt.Figure:
+def spectrum_panel_title(result: Mapping[str, Any]) -> str:
+    return (
+        f"{result['run']}, epoch {result['epoch']}, depth {result['depth']}\n"
+        f"eff. rank {result['effective_rank']:.1f} of p = {result['p']}, "
+        f"bootstrap p = {result['bootstrap_p']:.2g}"
+    )
+
+
+def plot_spectra(results: Sequence[Mapping[str, Any]]) -> plt.Figure:
+    """Fig. 8 for several runs and depths: one panel per (run, depth), runs in rows, depths in columns.
+
+    Each result holds run, epoch, depth, p, eigenvalues, isotropic_eigenvalues, effective_rank and
+    bootstrap_p (as written by `featdyn.isotropy.write_isotropy`).
+    """
+    set_theme()
+    runs = sorted({r["run"] for r in results})
+    depths = sorted({r["depth"] for r in results})
+    fig, axes = plt.subplots(
+        len(runs), len(depths), figsize=(5 * len(depths), 3.9 * len(runs)), squeeze=False
+    )
+    for result in results:
+        ax = axes[runs.index(result["run"]), depths.index(result["depth"])]
+        draw_spectrum(
+            ax, result["eigenvalues"], result["isotropic_eigenvalues"], spectrum_panel_title(result)
+        )
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", ncol=2, bbox_to_anchor=(0.5, 1.0), frameon=False)
+    fig.suptitle("Spectrum of SGD one-step feature noise vs. an isotropic Gaussian cloud", y=1.04)
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
+    return fig
+
+
+def plot_top_eigs(frame: pd.DataFrame, title: str = "") -> plt.Figure:
     """Fig. 15: shares of the top-5 eigenvalues of Σ̂ in its trace across epochs.
 
     `frame` is tidy: columns epoch, rank (1..5), share, and optionally depth (one panel per depth).
@@ -62,23 +101,44 @@ def plot_top_eigs(frame: pd.DataFrame) -> plt.Figure:
     axes[0][0].set_ylim(bottom=0)
     handles, labels = axes[0][0].get_legend_handles_labels()
     axes[0][-1].legend(handles, labels, title="Eigenvalue rank", loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    if title:
+        fig.suptitle(title)
     fig.tight_layout()
     return fig
 
 
-def plot_anisotropy_vs_memory(frame: pd.DataFrame) -> plt.Figure:
-    """Effective rank of the SGD noise and the memory window of the same run against epoch.
+def plot_anisotropy_vs_memory(anisotropy: pd.DataFrame, memory: pd.DataFrame, title: str = "") -> plt.Figure:
+    """Effective rank of the SGD noise (top) and the memory window (bottom) of one run against epoch.
 
-    `frame`: columns epoch, effective_rank, memory_window (one row per epoch); two stacked panels
-    sharing the epoch axis.
+    `anisotropy`: columns depth, epoch, effective_rank; `memory`: columns depth, epoch, memory_window
+    and optionally censored (drawn hollow: a lower bound); it may be empty, the bottom panel then says
+    so. One colour per depth, shared by both panels.
     """
     set_theme()
-    data = frame.sort_values("epoch")
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(6, 5.5), sharex=True)
-    top.plot(data["epoch"], data["effective_rank"], marker="o", color=SGD_COLOR)
+    depths = sorted(set(anisotropy["depth"]) | set(memory["depth"]))
+    palette = dict(zip(depths, sns.color_palette("deep", len(depths))))
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(6.5, 6), sharex=True)
+    for depth, group in anisotropy.sort_values("epoch").groupby("depth"):
+        top.plot(
+            group["epoch"], group["effective_rank"], marker="o", color=palette[depth], label=f"depth {depth}"
+        )
+    for depth, group in memory.sort_values("epoch").groupby("depth"):
+        bottom.plot(group["epoch"], group["memory_window"], marker="s", ms=3, color=palette[depth])
+        edge = group[group["censored"]] if "censored" in group else group.iloc[:0]
+        bottom.scatter(
+            edge["epoch"], edge["memory_window"], s=36, facecolors="white", edgecolors=palette[depth]
+        )
+    if "censored" in memory and memory["censored"].any():
+        bottom.scatter([], [], s=36, facecolors="white", edgecolors="black", label="lower bound (band edge)")
+        bottom.legend(loc="lower right")
+    if memory.empty:
+        bottom.text(
+            0.5, 0.5, "no memory window at these depths", ha="center", va="center", transform=bottom.transAxes
+        )
     top.set_ylabel("Effective rank\n(tr Σ)² / tr(Σ²)")
-    top.set_title("SGD-noise anisotropy and memory window")
-    bottom.plot(data["epoch"], data["memory_window"], marker="s", color=MEMORY_COLOR)
+    top.set_ylim(bottom=0)
+    top.set_title(title or "SGD-noise anisotropy and memory window")
+    top.legend(title="Split depth", loc="best")
     bottom.set_ylabel("Memory window (epochs)")
     bottom.set_xlabel("Epoch")
     fig.tight_layout()

@@ -9,7 +9,12 @@ import seaborn as sns
 from matplotlib import colors
 
 from featdyn.plots import set_theme
-from featdyn.plots.springblock import CURVATURE_CMAP, add_curvature_colorbar, curvature_norm
+from featdyn.plots.springblock import (
+    CURVATURE_CMAP,
+    add_curvature_colorbar,
+    curvature_norm,
+    plot_curves_over_time,
+)
 
 ACCURACY_CMAP = "Greens"
 
@@ -39,6 +44,74 @@ def plot_load_curves(frame: pd.DataFrame, hue: str = "epoch") -> plt.Figure:
     return fig
 
 
+def plot_run_separation(curves: pd.DataFrame, bends: pd.DataFrame, run: str) -> plt.Figure:
+    """Load curves of one run over its saved epochs, one panel per evaluation set, and their curvature.
+
+    `curves`: eval_set, epoch, layer, D (see `featdyn.separation.read_separation`); `bends`: eval_set,
+    epoch, curvature.
+    """
+    set_theme()
+    eval_sets = list(dict.fromkeys(curves["eval_set"]))
+    fig, axes = plt.subplots(
+        1, len(eval_sets) + 1, figsize=(5.2 * (len(eval_sets) + 1), 4.3), squeeze=False, layout="constrained"
+    )
+    for ax, name in zip(axes[0], eval_sets, strict=False):
+        grid = curves[curves["eval_set"] == name].pivot(index="epoch", columns="layer", values="D")
+        plot_curves_over_time(fig, ax, grid.to_numpy(), grid.index.to_numpy(), "epoch")
+        ax.set(
+            xlabel="layer l (0 = input)",
+            ylabel="D_l = log(Tr Σ_w / Tr Σ_b)",
+            title=f"Load curves on {name} data",
+        )
+        ax.set_xticks(grid.columns.to_numpy())
+    bend_ax = axes[0, -1]
+    sns.lineplot(data=bends, x="epoch", y="curvature", hue="eval_set", marker=".", ax=bend_ax)
+    bend_ax.axhline(0.0, color="0.3", linestyle=":", linewidth=1)
+    bend_ax.set(
+        xlabel="epoch",
+        ylabel="curvature (< 0 concave, > 0 convex)",
+        title="Load-curve curvature over training",
+    )
+    bend_ax.legend(title="data")
+    fig.suptitle(f"Layer-wise data separation of run {run} (lower D = better separated)")
+    return fig
+
+
+def plot_accuracy_vs_curvature(frame: pd.DataFrame) -> plt.Figure:
+    """Test accuracy against load-curve curvature, one panel per noise axis, one point per cell (colour α,
+    size the noise level): paper 2's claim is that the most linear curves generalise best.
+
+    Columns: axis, level, alpha, curvature, test_acc (cell means, or one row per seed).
+    """
+    set_theme()
+    means = frame.groupby(["axis", "level", "alpha"], sort=False)[["curvature", "test_acc"]].mean()
+    means = means.reset_index()
+    axes_names = list(dict.fromkeys(means["axis"]))
+    fig, axes = plt.subplots(
+        1,
+        len(axes_names),
+        figsize=(4.6 * len(axes_names), 4.2),
+        squeeze=False,
+        sharey=True,
+        layout="constrained",
+    )
+    for ax, name in zip(axes[0], axes_names, strict=True):
+        panel = means[means["axis"] == name].assign(level_rank=lambda f: f["level"].rank(method="dense"))
+        sns.scatterplot(
+            data=panel, x="curvature", y="test_acc", hue="alpha", size="level_rank", palette="viridis", ax=ax
+        )
+        ax.axvline(0.0, color="0.3", linestyle=":", linewidth=1)
+        ax.set(xlabel="load-curve curvature", ylabel="test accuracy", title=f"Noise from {name}")
+        handles, labels = ax.get_legend_handles_labels()
+        ax.legend(handles, [_legend_label(label) for label in labels], fontsize=7)
+    fig.suptitle("Generalisation against load-curve shape (concave < 0 < convex)")
+    return fig
+
+
+def _legend_label(label: str) -> str:
+    return {"alpha": "α", "level_rank": "noise level (rank)"}.get(label, label)
+
+
 def _cell_means(panel: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Mean curvature and test accuracy over seeds, as (alpha × level) grids."""
     curvature = panel.pivot_table(index="alpha", columns="level", values="curvature", aggfunc="mean")
@@ -47,7 +120,8 @@ def _cell_means(panel: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def plot_phase_diagram(frame: pd.DataFrame) -> plt.Figure:
-    """One panel per noise axis: test accuracy as background, circles coloured by mean load-curve curvature.
+    """One panel per noise axis: test accuracy as background, circles coloured by mean load-curve curvature,
+    a star on the cell of highest test accuracy.
 
     Columns: axis, level, alpha, seed, curvature, test_acc. Levels are placed at equal spacing in their
     sorted order (they may be log-spaced, e.g. learning rates) and labelled with their values.
@@ -81,6 +155,8 @@ def plot_phase_diagram(frame: pd.DataFrame) -> plt.Figure:
             edgecolors="0.2",
             linewidths=0.8,
         )
+        best_row, best_col = np.unravel_index(np.nanargmax(accuracy.to_numpy()), accuracy.shape)
+        ax.scatter(best_col + 0.3, best_row + 0.3, marker="*", s=160, color="gold", edgecolors="k", zorder=3)
         ax.set_xticks(range(curvature.shape[1]), [f"{level:g}" for level in curvature.columns])
         ax.set_yticks(range(curvature.shape[0]), [f"{alpha:g}" for alpha in curvature.index])
         ax.set(xlabel=f"noise level: {name}", title=f"Noise from {name}")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -97,10 +100,11 @@ def plot_springblock_phase(frame: pd.DataFrame) -> plt.Figure:
     return fig
 
 
-def _plot_curves_over_time(
+def plot_curves_over_time(
     fig: plt.Figure, ax: plt.Axes, curves: np.ndarray, times: np.ndarray, time_label: str
 ) -> None:
-    norm = colors.Normalize(vmin=float(times.min()), vmax=float(times.max()))
+    """One load curve per time (rows of `curves`), coloured by time, with a colorbar for it."""
+    norm = colors.Normalize(vmin=float(times.min()), vmax=float(max(times.max(), times.min() + 1)))
     cmap = plt.get_cmap("viridis")
     for time, curve in zip(times, curves, strict=True):
         ax.plot(np.arange(curves.shape[1]), curve, "-", marker=".", color=cmap(norm(time)), alpha=0.9)
@@ -108,36 +112,46 @@ def _plot_curves_over_time(
     bar.set_label(time_label)
 
 
-def plot_load_dynamics(
-    dnn_curves: np.ndarray | None,
-    spring_curves: np.ndarray,
-    *,
-    dnn_epochs: np.ndarray | None = None,
-    spring_steps: np.ndarray | None = None,
-) -> plt.Figure:
-    """Load curves as a DNN trains (D_l per epoch) beside the spring–block simulation (y − x_l per step).
+@dataclass(frozen=True)
+class LoadDynamicsCase:
+    """One row of Fig. 4: a DNN's load curves per epoch (or None) beside a spring chain's per step."""
 
-    Each curves array is (n_times, n_layers + 1); times default to 0, 1, …; the DNN panel is left out if None.
-    """
+    title: str
+    spring_curves: np.ndarray  # (n_records, L + 1)
+    spring_steps: np.ndarray  # (n_records,)
+    dnn_curves: np.ndarray | None = None  # (n_epochs, K + 1)
+    dnn_epochs: np.ndarray | None = None  # (n_epochs,)
+    spring_title: str = ""
+
+
+def plot_load_dynamics(cases: Sequence[LoadDynamicsCase]) -> plt.Figure:
+    """Load curves as DNNs train (D_l per epoch, left) beside spring–block chains (y − x_l per step, right),
+    one row per case (paper 2, Fig. 4); the DNN column is left out when no case has one."""
     set_theme()
-    n_panels = 1 if dnn_curves is None else 2
-    fig, axes = plt.subplots(1, n_panels, figsize=(5.8 * n_panels, 4.5), squeeze=False, layout="constrained")
-    spring_ax = axes[0, -1]
-    if dnn_curves is not None:
-        dnn_curves = np.asarray(dnn_curves)
-        epochs = np.arange(len(dnn_curves)) if dnn_epochs is None else np.asarray(dnn_epochs)
-        _plot_curves_over_time(fig, axes[0, 0], dnn_curves, epochs, "training epoch")
-        axes[0, 0].set(
-            xlabel="layer l (0 = input)",
-            ylabel="data separation D_l = log(Tr Σ_w / Tr Σ_b)",
-            title="DNN: load curve during training",
-        )
-    spring_curves = np.asarray(spring_curves)
-    steps = np.arange(len(spring_curves)) if spring_steps is None else np.asarray(spring_steps)
-    _plot_curves_over_time(fig, spring_ax, spring_curves, steps, "simulation step")
-    spring_ax.set(
-        xlabel="block l (0 = wall)",
-        ylabel="distance to target y − x_l",
-        title="Spring–block: load curve during simulation",
+    with_dnn = any(case.dnn_curves is not None for case in cases)
+    n_cols = 2 if with_dnn else 1
+    fig, axes = plt.subplots(
+        len(cases), n_cols, figsize=(5.8 * n_cols, 3.9 * len(cases)), squeeze=False, layout="constrained"
     )
+    for row, case in zip(axes, cases, strict=True):
+        if with_dnn and case.dnn_curves is not None:
+            plot_curves_over_time(
+                fig, row[0], np.asarray(case.dnn_curves), np.asarray(case.dnn_epochs), "epoch"
+            )
+            row[0].set(
+                xlabel="layer l (0 = input)",
+                ylabel="D_l = log(Tr Σ_w / Tr Σ_b)",
+                title=f"DNN: {case.title}",
+            )
+        elif with_dnn:
+            row[0].set_visible(False)
+        plot_curves_over_time(
+            fig, row[-1], np.asarray(case.spring_curves), np.asarray(case.spring_steps), "simulation step"
+        )
+        row[-1].set(
+            xlabel="block l (0 = wall)",
+            ylabel="distance to target y − x_l",
+            title=f"Spring–block: {case.spring_title or case.title}",
+        )
+    fig.suptitle("Load curves during training (left) and spring–block simulation (right)")
     return fig

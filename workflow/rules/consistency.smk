@@ -1,0 +1,90 @@
+# Clean vs. noisy-label temporal consistency on test and corrupted data (paper 1, Sec. 5, App. E):
+# per-sample c(x; t − W, t) from the composite files, Welch tests (Table 1), KDE data, and the density
+# figures (Figs. 7, 16, 17, and the per-run densities on the composite evaluation sets).
+
+from featdyn.consistency import FIGURE_KINDS, consistency_keys, figure_eval_sets, stats_settings
+
+PAIRS = config.get("pairs") or {}
+STATS = stats_settings(config)
+CONSISTENCY_KEYS = consistency_keys(config, figure_depth())
+
+TARGETS += ["results/figures/consistency_kde.png"]
+if PAIRS:
+    TARGETS += ["results/stats/welch.tsv", "results/stats/table1.md"]
+    TARGETS += expand("results/figures/consistency_{kind}_{pair}.png", kind=FIGURE_KINDS, pair=PAIRS)
+
+
+rule consistency_stats:
+    input:
+        bands=[f"results/runs/{run}/composite/{e}_d{d}.h5" for _, _, run, e, d in CONSISTENCY_KEYS],
+    output:
+        values="results/stats/consistency.tsv",
+        kde="results/stats/consistency_kde.tsv",
+        welch="results/stats/welch.tsv",
+        table="results/stats/table1.md",
+    params:
+        files=CONSISTENCY_KEYS,
+        window=STATS["window"],
+        pairs=PAIRS,
+    log:
+        "results/logs/stats/consistency.log",
+    benchmark:
+        "results/benchmarks/stats/consistency.tsv"
+    conda:
+        "../../envs/featdyn.yaml"
+    script:
+        "../scripts/consistency_stats.py"
+
+
+rule plot_consistency:
+    input:
+        values="results/stats/consistency.tsv",
+    output:
+        report(
+            "results/figures/consistency_{kind}_{pair}.png",
+            caption="../report/consistency_{kind}.rst",
+            category="5. Noisy labels and corrupted data",
+            labels={"pair": "{pair}", "figure": "consistency densities ({kind})"},
+        ),
+    params:
+        eval_sets=lambda wc: figure_eval_sets(config, wc.pair, wc.kind),
+        depth=figure_depth(),
+        title=lambda wc: (
+            f"{PAIRS[wc.pair]['clean']} vs. {PAIRS[wc.pair]['noisy']}: c(x; t − {STATS['window']}, t), "
+            f"depth {figure_depth()}"
+            + (f", corruptions at severity {STATS['figure_severity']}" if wc.kind == "corruptions" else "")
+        ),
+    wildcard_constraints:
+        kind="|".join(FIGURE_KINDS),
+        pair="|".join(PAIRS) or "no-pairs",
+    log:
+        "results/logs/figures/consistency_{kind}_{pair}.log",
+    benchmark:
+        "results/benchmarks/figures/consistency_{kind}_{pair}.tsv"
+    conda:
+        "../../envs/featdyn.yaml"
+    script:
+        "../scripts/plot_consistency.py"
+
+
+rule plot_consistency_kde:
+    input:
+        bands=composite_files(COMPOSITE_RUNS, COMPOSITE["eval_sets"], [figure_depth()]),
+    output:
+        report(
+            "results/figures/consistency_kde.png",
+            caption="../report/consistency_kde.rst",
+            category="5. Noisy labels and corrupted data",
+            labels={"figure": "consistency densities per run"},
+        ),
+    params:
+        files=composite_keys(COMPOSITE_RUNS, COMPOSITE["eval_sets"], [figure_depth()]),
+        window=STATS["window"],
+    log:
+        "results/logs/figures/consistency_kde.log",
+    benchmark:
+        "results/benchmarks/figures/consistency_kde.tsv"
+    conda:
+        "../../envs/featdyn.yaml"
+    script:
+        "../scripts/plot_consistency_kde.py"

@@ -1,0 +1,134 @@
+# Depth-wise interventions from a run's checkpoints (paper 1, App. F): continuations from epoch k with
+# shallow stages frozen (Fig. 18), and retraining after re-initialising the deeper stages of the final
+# network, scored by clean accuracy and unnormalised mCE on the corrupted test sets. The kill-safe per-epoch
+# state of a continuation lives in results/runs/{run}/continue/.state/, outside the declared outputs.
+
+INTERVENTIONS = config.get("interventions") or {}
+INTERVENTION_RUNS = analysed_runs(config, "interventions") if INTERVENTIONS else []
+FROZEN_DEPTHS = [0, *INTERVENTIONS.get("depths", [])]
+REINIT_DEPTHS = INTERVENTIONS.get("reinit_depths", [])
+REINIT_SETTINGS = {k: INTERVENTIONS[k] for k in ("reinit_epochs", "reinit_seed") if k in INTERVENTIONS}
+TABLE_SETTINGS = {k: INTERVENTIONS[k] for k in ("reinit_epochs", "batch_size") if k in INTERVENTIONS}
+
+TARGETS += expand("results/figures/interventions/freeze_{run}.png", run=INTERVENTION_RUNS)
+TARGETS += ["results/stats/reinit.tsv"] if INTERVENTION_RUNS and REINIT_DEPTHS else []
+
+
+rule continue_frozen:
+    input:
+        checkpoints="results/runs/{run}/checkpoints.h5",
+        data=dataset_h5,
+    output:
+        checkpoints="results/runs/{run}/continue/freeze_d{depth}/checkpoints.h5",
+        metrics="results/runs/{run}/continue/freeze_d{depth}/metrics.tsv",
+    params:
+        run=run_config,
+        recipe=recipe_config,
+        from_epoch=INTERVENTIONS.get("freeze_epoch"),
+        device=config.get("device", "auto"),
+        progress=config.get("progress", True),
+        state_dir=lambda wc: f"results/runs/{wc.run}/continue/.state/freeze_d{wc.depth}",
+    wildcard_constraints:
+        depth=r"\d+",
+    threads: 2
+    resources:
+        gpu=GPU,
+    log:
+        "results/logs/interventions/freeze_{run}_d{depth}.log",
+    benchmark:
+        "results/benchmarks/interventions/freeze_{run}_d{depth}.tsv"
+    conda:
+        "../../envs/featdyn.yaml"
+    script:
+        "../scripts/continue_frozen.py"
+
+
+rule plot_freeze:
+    input:
+        original="results/runs/{run}/metrics.tsv",
+        continuations=expand(
+            "results/runs/{{run}}/continue/freeze_d{depth}/metrics.tsv", depth=FROZEN_DEPTHS
+        ),
+    output:
+        report(
+            "results/figures/interventions/freeze_{run}.png",
+            caption="../report/freeze.rst",
+            category="3. Trajectories, drift and interventions",
+            labels={"run": "{run}", "figure": "frozen shallow stages (Fig. 18)"},
+        ),
+    params:
+        depths=FROZEN_DEPTHS,
+        from_epoch=INTERVENTIONS.get("freeze_epoch"),
+    log:
+        "results/logs/figures/freeze_{run}.log",
+    benchmark:
+        "results/benchmarks/figures/freeze_{run}.tsv"
+    conda:
+        "../../envs/featdyn.yaml"
+    script:
+        "../scripts/plot_freeze.py"
+
+
+rule continue_reinit:
+    input:
+        checkpoints="results/runs/{run}/checkpoints.h5",
+        data=dataset_h5,
+    output:
+        checkpoints="results/runs/{run}/continue/reinit_d{depth}/checkpoints.h5",
+        metrics="results/runs/{run}/continue/reinit_d{depth}/metrics.tsv",
+    params:
+        run=run_config,
+        recipe=recipe_config,
+        settings=REINIT_SETTINGS,
+        device=config.get("device", "auto"),
+        progress=config.get("progress", True),
+        state_dir=lambda wc: f"results/runs/{wc.run}/continue/.state/reinit_d{wc.depth}",
+    wildcard_constraints:
+        depth=r"\d+",
+    threads: 2
+    resources:
+        gpu=GPU,
+    log:
+        "results/logs/interventions/reinit_{run}_d{depth}.log",
+    benchmark:
+        "results/benchmarks/interventions/reinit_{run}_d{depth}.tsv"
+    conda:
+        "../../envs/featdyn.yaml"
+    script:
+        "../scripts/continue_reinit.py"
+
+
+rule reinit_table:
+    input:
+        data=[f"results/data/{config['runs'][run]['dataset']}.h5" for run in INTERVENTION_RUNS],
+        corrupted=[f"results/data/{config['runs'][run]['dataset']}-c.h5" for run in INTERVENTION_RUNS],
+        baselines=checkpoints_of(INTERVENTION_RUNS),
+        reinit=[
+            f"results/runs/{run}/continue/reinit_d{d}/checkpoints.h5"
+            for run in INTERVENTION_RUNS
+            for d in REINIT_DEPTHS
+        ],
+    output:
+        table=report(
+            "results/stats/reinit.tsv",
+            caption="../report/reinit.rst",
+            category="3. Trajectories, drift and interventions",
+            labels={"table": "re-initialised deep stages: clean accuracy and mCE (App. F.A)"},
+        ),
+        errors="results/stats/reinit_corruptions.tsv",
+    params:
+        runs=INTERVENTION_RUNS,
+        depths=REINIT_DEPTHS,
+        settings=TABLE_SETTINGS,
+        device=config.get("device", "auto"),
+    threads: 2
+    resources:
+        gpu=GPU,
+    log:
+        "results/logs/interventions/reinit_table.log",
+    benchmark:
+        "results/benchmarks/interventions/reinit_table.tsv"
+    conda:
+        "../../envs/featdyn.yaml"
+    script:
+        "../scripts/reinit_table.py"

@@ -1,0 +1,34 @@
+"""Continue a run from its checkpoint at epoch k with stages ≤ d frozen; d = 0 freezes nothing (App. F.B)."""
+
+import torch
+
+from featdyn.checkpoints import CheckpointStore
+from featdyn.config import torch_device
+from featdyn.data import read_dataset
+from featdyn.dynamics import continue_frozen, run_tensors
+from featdyn.io import log_to, write_tsv
+from featdyn.train import TrainSpec
+
+sm = snakemake  # noqa: F821
+log_to(sm.log[0])
+torch.set_num_threads(sm.threads)
+device = torch_device(sm.params.device)
+store = CheckpointStore(sm.input.checkpoints)
+depth, from_epoch = int(sm.wildcards.depth), sm.params.from_epoch
+metrics = continue_frozen(
+    store,
+    run_tensors(store, read_dataset(sm.input.data), device),
+    TrainSpec.from_config(sm.params.run, sm.params.recipe),
+    from_epoch,
+    depth,
+    state_dir=sm.params.state_dir,
+    out_path=sm.output.checkpoints,
+    provenance={
+        "run": dict(sm.params.run),
+        "recipe": dict(sm.params.recipe),
+        "freeze": {"from_epoch": from_epoch, "depth": depth},
+    },
+    device=device,
+    progress=sm.params.progress,
+)
+write_tsv(metrics, sm.output.metrics)

@@ -1,0 +1,25 @@
+"""Parameter drift per stage and feature drift per depth of one run over its epochs (Fig. 11)."""
+
+import torch
+
+from featdyn.checkpoints import CheckpointStore
+from featdyn.config import torch_device
+from featdyn.data import read_dataset, subset_indices, tensor_data
+from featdyn.dynamics import compute_drift, write_drift
+from featdyn.io import log_to
+
+sm = snakemake  # noqa: F821
+log_to(sm.log[0])
+torch.set_num_threads(sm.threads)
+settings = sm.params.settings
+arrays = read_dataset(sm.input.data)
+rows = subset_indices(len(arrays.y_train), settings.get("drift_subset"), sm.params.seed)
+result = compute_drift(
+    CheckpointStore(sm.input.checkpoints),
+    settings["depths"],
+    tensor_data(arrays).x_train[torch.from_numpy(rows)],
+    memory_budget_mb=settings.get("memory_budget_mb", 512),
+    device=torch_device(sm.params.device),
+)
+write_drift(result, sm.output.h5, {"drift": dict(settings), "run": sm.wildcards.run})
+print(f"parameter drift at the first epoch per stage {result.parameter_drift[0].round(4).tolist()}")

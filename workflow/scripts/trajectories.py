@@ -1,0 +1,30 @@
+"""2-D feature trajectories of a bottleneck run and the final network's classification regions (Fig. 6)."""
+
+import torch
+
+from featdyn.checkpoints import CheckpointStore
+from featdyn.config import torch_device
+from featdyn.data import read_dataset, subset_indices, tensor_data
+from featdyn.dynamics import compute_trajectories, write_trajectories
+from featdyn.io import log_to
+
+sm = snakemake  # noqa: F821
+log_to(sm.log[0])
+torch.set_num_threads(sm.threads)
+settings = sm.params.settings
+store = CheckpointStore(sm.input.checkpoints)
+arrays = read_dataset(sm.input.data)
+rows = subset_indices(len(arrays.y_train), settings.get("subset"), sm.params.seed)
+result = compute_trajectories(
+    store,
+    tensor_data(arrays).x_train[torch.from_numpy(rows)],
+    store.labels["train"][rows],
+    rows,
+    depth=settings.get("depth", 2),
+    resolution=settings.get("resolution", 300),
+    batch_size=sm.params.batch_size,
+    device=torch_device(sm.params.device),
+)
+write_trajectories(result, sm.output.h5, {"trajectories": dict(settings), "run": sm.wildcards.run})
+n_epochs, n_samples = result.features.shape[:2]
+print(f"{n_samples} samples x {n_epochs} epochs; grid agreement {result.grid_agreement:.4f}")

@@ -10,14 +10,16 @@ from featdyn.models import build_model
 from featdyn.train import Recipe, TrainSpec, train_run
 
 
-def tiny_arrays(n_train: int = 240, n_test: int = 120, length: int = 40, seed: int = 0) -> Arrays:
+def tiny_arrays(
+    n_train: int = 240, n_test: int = 120, length: int = 40, seed: int = 0, noise: float = 0.15
+) -> Arrays:
     """Class-dependent smooth signals (10 classes) that a small net learns in a few epochs."""
     rng = np.random.default_rng(seed)
     t = np.linspace(0, 1, length, dtype=np.float32)
 
     def make(n: int) -> tuple[np.ndarray, np.ndarray]:
         y = rng.integers(0, 10, n)
-        x = np.sin(2 * np.pi * (y[:, None] + 1) * t / 3) + 0.15 * rng.standard_normal((n, length))
+        x = np.sin(2 * np.pi * (y[:, None] + 1) * t / 3) + noise * rng.standard_normal((n, length))
         return x.astype(np.float32), y.astype(np.int64)
 
     (xtr, ytr), (xte, yte) = make(n_train), make(n_test)

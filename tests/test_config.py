@@ -19,9 +19,10 @@ def config():
 
 @pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")) + [ROOT / "config.yaml"])
 def test_shipped_configs_are_valid(path):
-    config = yaml.safe_load(path.read_text())
-    if "runs" not in config:  # an overlay preset: used as --configfile config.yaml <overlay>
-        overlay, config = config, yaml.safe_load((ROOT / "config.yaml").read_text())
+    text = path.read_text()
+    config = yaml.safe_load(text)
+    if text.startswith("# overlay on: "):  # used as --configfile <base> <overlay>
+        overlay, config = config, yaml.safe_load((ROOT / text.split("\n")[0].split(": ")[1]).read_text())
         update_config(config, overlay)
     validate(config, SCHEMA)
     check_config(config)
@@ -49,6 +50,7 @@ def broken(config, dotted_key, value):
         ("datasets.mnist1d.source", "mnist2d", "'mnist2d' is not one of the allowed values"),
         ("composite.depths", [1, 5], "depth 5 does not exist for run 'tiny-clean'"),
         ("pairs.tiny.noisy", "ghost", "`pairs.tiny.noisy`"),
+        ("composite.runs", ["ghost"], "`composite.runs`: 'ghost' is not one of the allowed values"),
         ("device", "tpu", "`device`"),
     ],
 )

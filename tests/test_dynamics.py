@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from helpers import tiny_arrays
 
 from featdyn.checkpoints import CheckpointStore
 from featdyn.config import ConfigError, check_config
-from featdyn.data import Arrays, tensor_data
+from featdyn.data import tensor_data
 from featdyn.dynamics import (
     compute_drift,
     compute_trajectories,
@@ -30,18 +31,8 @@ from featdyn.models import build_model
 from featdyn.train import Recipe, TrainSpec, train_run
 
 
-def signals(n_train: int = 200, n_test: int = 60, length: int = 40, seed: int = 0) -> Arrays:
-    """Class-dependent sine waves with noise: learnable by a small network in a few epochs."""
-    rng = np.random.default_rng(seed)
-    t = np.linspace(0, 1, length, dtype=np.float32)
-
-    def make(n: int) -> tuple[np.ndarray, np.ndarray]:
-        y = rng.integers(0, 10, n)
-        x = np.sin(2 * np.pi * (y[:, None] + 1) * t / 3) + 0.3 * rng.standard_normal((n, length))
-        return x.astype(np.float32), y.astype(np.int64)
-
-    (xtr, ytr), (xte, yte) = make(n_train), make(n_test)
-    return Arrays(xtr, ytr, xte, yte, 10, "synthetic")
+def signals():
+    return tiny_arrays(n_train=200, n_test=60, noise=0.3)
 
 
 def train(tmp_path, model_name: str, epochs: int) -> CheckpointStore:

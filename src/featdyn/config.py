@@ -56,7 +56,9 @@ def check_config(config: Mapping[str, Any]) -> None:
     check_dynamics(config)
     check_isotropy(config)
     for key, depths in depth_lists(config):
-        for run_name in analysed_runs(config, key.split(".")[0]):
+        section = key.split(".")[0]
+        for run_name in analysed_runs(config, section):
+            _one_of(f"{section}.runs", run_name, sorted(runs))
             n = n_stages(runs[run_name], datasets)
             for d in depths:
                 if not 1 <= d < n:

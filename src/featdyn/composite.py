@@ -283,11 +283,11 @@ def naive_reference(
         for s in range(max(0, t - window), min(n_epochs, t + window + 1)):
             logits = composite_logits(s, t)
             k = s - t + window
-            out["accuracy"][k, t] = (logits.argmax(1) == y).float().mean().item()
+            out["accuracy"][k, t] = (logits.argmax(1) == y).double().mean().item()
             out["cross_entropy"][k, t] = F.cross_entropy(logits, y).item()
-            out["agreement"][k, t] = (logits.argmax(1) == reference).float().mean().item()
+            out["agreement"][k, t] = (logits.argmax(1) == reference).double().mean().item()
             taus = range(min(s, t), max(s, t) + 1)
-            hits = torch.stack([composite_logits(tau, t).argmax(1) == reference for tau in taus]).float()
+            hits = torch.stack([composite_logits(tau, t).argmax(1) == reference for tau in taus]).double()
             out["consistency"][k, t] = hits.mean(0).mean().item()
     return out
 

@@ -16,6 +16,7 @@ GPU = 1 if wants_gpu(config) else 0
 wildcard_constraints:
     run="[A-Za-z0-9_.-]+",
     dataset="[A-Za-z0-9_.-]+",
+    depth=r"\d+",
 
 
 def run_config(wildcards):

@@ -5,7 +5,7 @@ COMPOSITE_RUNS = analysed_runs(config, "composite")
 
 TARGETS += ["results/figures/memory_window.png"]
 TARGETS += expand(
-    "results/figures/composite/memory_{run}_{eval_set}.png", run=COMPOSITE_RUNS, eval_set=COMPOSITE["eval_sets"]
+    "results/figures/composite/{run}/memory_{eval_set}.png", run=COMPOSITE_RUNS, eval_set=COMPOSITE["eval_sets"]
 )
 TARGETS += expand(
     "results/figures/{kind}_{eval_set}.png",
@@ -44,7 +44,7 @@ rule plot_memory:
         bands=lambda wc: composite_files([wc.run], [wc.eval_set]),
     output:
         report(
-            "results/figures/composite/memory_{run}_{eval_set}.png",
+            "results/figures/composite/{run}/memory_{eval_set}.png",
             caption="../report/memory.rst",
             category="2. Memory and forgetting",
             subcategory="{run}",
@@ -91,7 +91,7 @@ rule plot_gap_decay:
     output:
         report(
             "results/figures/{kind}_{eval_set}.png",
-            caption="../report/{kind}.rst",
+            caption="../report/gap_decay.rst",
             category="2. Memory and forgetting",
             labels={"figure": "{kind}", "eval set": "{eval_set}"},
         ),

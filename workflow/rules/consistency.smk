@@ -42,7 +42,7 @@ rule plot_consistency:
     output:
         report(
             "results/figures/consistency_{kind}_{pair}.png",
-            caption="../report/consistency_{kind}.rst",
+            caption="../report/consistency_pair.rst",
             category="5. Noisy labels and corrupted data",
             labels={"pair": "{pair}", "figure": "consistency densities ({kind})"},
         ),

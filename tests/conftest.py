@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 from helpers import tiny_arrays, train_tiny
 
 from featdyn.data import tensor_data
@@ -17,3 +18,12 @@ def tiny_store_path(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_data():
     return tensor_data(tiny_arrays())
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module of tiny-tensor tests: threads only add contention."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

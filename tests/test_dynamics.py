@@ -30,6 +30,8 @@ from featdyn.dynamics import (
 from featdyn.models import build_model
 from featdyn.train import Recipe, TrainSpec, train_run
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def signals():
     return tiny_arrays(n_train=200, n_test=60, noise=0.3)
@@ -54,14 +56,6 @@ def train(tmp_path, model_name: str, epochs: int) -> CheckpointStore:
         progress=False,
     )
     return CheckpointStore(path)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors: threads only add contention on a shared machine
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

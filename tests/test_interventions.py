@@ -27,13 +27,7 @@ from featdyn.train import Recipe, TrainSpec, evaluate, train_run
 SPEC = TrainSpec(Recipe(optimizer="sgd", lr=0.05, batch_size=50, milestones=(3,)), 5, 1, 0)
 MODEL_SPEC = {"name": "resnet1d", "sample_shape": [40], "classes": 10, "options": {}}
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors: threads only add contention on a shared machine
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -346,6 +346,12 @@ def subset_indices(n: int, size: int | None, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n, size=size, replace=False))
 
 
+def training_subset(tensors: TensorData, size: int | None, seed: int) -> tuple[np.ndarray, torch.Tensor]:
+    """A seeded subset of the training inputs: (sorted row indices, inputs)."""
+    rows = subset_indices(len(tensors.y_train), size, seed)
+    return rows, tensors.x_train[torch.from_numpy(rows).to(tensors.x_train.device)]
+
+
 def evaluation_set(
     tensors: TensorData,
     arrays: Arrays,
@@ -360,8 +366,8 @@ def evaluation_set(
     if name == "test":
         return tensors.x_test, tensors.y_test
     if name == "train":
-        idx = torch.from_numpy(subset_indices(len(arrays.y_train), train_subset, seed))
-        return tensors.x_train[idx], torch.as_tensor(arrays.y_train, device=tensors.x_train.device)[idx]
+        rows, x = training_subset(tensors, train_subset, seed)
+        return x, torch.as_tensor(arrays.y_train[rows], device=x.device)
     parsed = parse_corrupted_set(name)
     if parsed is None:
         raise ValueError(

@@ -495,17 +495,16 @@ def continue_frozen(
     model = store.build_model()
     model.load_state_dict(store.state_dict(from_epoch))
     continuation = dataclasses.replace(spec, start_epoch=from_epoch, frozen_depth=frozen_depth)
-    return train_run(
+    return _train_from_store(
+        store,
         model.to(device),
         data,
         continuation,
-        state_dir=state_dir,
-        out_path=out_path,
-        model_spec=store.model_spec,
-        labels=store.labels,
-        provenance=provenance,
+        state_dir,
+        out_path,
+        provenance,
+        progress,
         optimizer_state=store.optimizer_state(from_epoch),
-        progress=progress,
     )
 
 
@@ -530,15 +529,33 @@ def retrain_reinitialised(
     retrain = dataclasses.replace(
         spec, epochs=epochs, save_every=epochs, start_epoch=0, frozen_depth=kept_depth
     )
+    return _train_from_store(
+        store, model.to(device), data, retrain, state_dir, out_path, provenance, progress
+    )
+
+
+def _train_from_store(
+    store: CheckpointStore,
+    model: Staged,
+    data: TensorData,
+    spec: TrainSpec,
+    state_dir: str | Path,
+    out_path: str | Path,
+    provenance: Mapping[str, Any],
+    progress: bool,
+    optimizer_state: Mapping[str, Any] | None = None,
+) -> pd.DataFrame:
+    """Train `model` with the run's model spec and labels (the one training loop, `train_run`)."""
     return train_run(
-        model.to(device),
+        model,
         data,
-        retrain,
+        spec,
         state_dir=state_dir,
         out_path=out_path,
         model_spec=store.model_spec,
         labels=store.labels,
         provenance=provenance,
+        optimizer_state=optimizer_state,
         progress=progress,
     )
 

@@ -4,7 +4,7 @@ import torch
 
 from featdyn.checkpoints import CheckpointStore
 from featdyn.config import torch_device
-from featdyn.data import read_dataset, subset_indices, tensor_data
+from featdyn.data import read_dataset, tensor_data, training_subset
 from featdyn.dynamics import compute_drift, write_drift
 from featdyn.io import log_to
 
@@ -13,11 +13,11 @@ log_to(sm.log[0])
 torch.set_num_threads(sm.threads)
 settings = sm.params.settings
 arrays = read_dataset(sm.input.data)
-rows = subset_indices(len(arrays.y_train), settings.get("drift_subset"), sm.params.seed)
+rows, x = training_subset(tensor_data(arrays), settings.get("drift_subset"), sm.params.seed)
 result = compute_drift(
     CheckpointStore(sm.input.checkpoints),
     settings["depths"],
-    tensor_data(arrays).x_train[torch.from_numpy(rows)],
+    x,
     memory_budget_mb=settings.get("memory_budget_mb", 512),
     device=torch_device(sm.params.device),
 )

@@ -4,7 +4,7 @@ import torch
 
 from featdyn.checkpoints import CheckpointStore
 from featdyn.config import torch_device
-from featdyn.data import read_dataset, subset_indices, tensor_data
+from featdyn.data import read_dataset, tensor_data, training_subset
 from featdyn.dynamics import pca_perturbation, write_pca_perturbation
 from featdyn.io import log_to
 
@@ -14,10 +14,10 @@ torch.set_num_threads(sm.threads)
 settings = sm.params.settings
 store = CheckpointStore(sm.input.checkpoints)
 arrays = read_dataset(sm.input.data)
-rows = subset_indices(len(arrays.y_train), settings.get("subset"), sm.params.seed)
+rows, x = training_subset(tensor_data(arrays), settings.get("subset"), sm.params.seed)
 result = pca_perturbation(
     store,
-    tensor_data(arrays).x_train[torch.from_numpy(rows)],
+    x,
     torch.as_tensor(store.labels["train"][rows]),
     int(sm.wildcards.depth),
     settings["magnitudes"],

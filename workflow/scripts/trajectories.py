@@ -4,7 +4,7 @@ import torch
 
 from featdyn.checkpoints import CheckpointStore
 from featdyn.config import torch_device
-from featdyn.data import read_dataset, subset_indices, tensor_data
+from featdyn.data import read_dataset, tensor_data, training_subset
 from featdyn.dynamics import compute_trajectories, write_trajectories
 from featdyn.io import log_to
 
@@ -14,10 +14,10 @@ torch.set_num_threads(sm.threads)
 settings = sm.params.settings
 store = CheckpointStore(sm.input.checkpoints)
 arrays = read_dataset(sm.input.data)
-rows = subset_indices(len(arrays.y_train), settings.get("subset"), sm.params.seed)
+rows, x = training_subset(tensor_data(arrays), settings.get("subset"), sm.params.seed)
 result = compute_trajectories(
     store,
-    tensor_data(arrays).x_train[torch.from_numpy(rows)],
+    x,
     store.labels["train"][rows],
     rows,
     depth=settings.get("depth", 2),

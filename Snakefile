@@ -30,6 +30,6 @@ include: "workflow/rules/springblock.smk"
 
 
 rule all:
+    default_target: True
     input:
         TARGETS,
-    default_target: True

@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 
+from featdyn.config import load_config
 from featdyn.data import Arrays, tensor_data
 from featdyn.models import build_model
 from featdyn.train import Recipe, TrainSpec, train_run
+
+ROOT = Path(__file__).parents[1]
+TINY = ROOT / "configs" / "tiny.yaml"
+
+
+def tiny_config(**overrides) -> dict:
+    """The effective config of `configs/tiny.yaml` (defaults filled, checked), with optional overrides."""
+    return load_config(TINY, overrides)
 
 
 def tiny_arrays(

@@ -1,3 +1,4 @@
+import h5py
 import numpy as np
 import pytest
 import torch
@@ -8,6 +9,7 @@ from featdyn.composite import (
     CompositeEngine,
     composite_band,
     memory_window,
+    memory_window_frame,
     naive_reference,
     read_band,
     run_composite,
@@ -138,3 +140,18 @@ def test_band_file_round_trip(store, eval_data, tmp_path):
     back = read_band(tmp_path / "band.h5")
     np.testing.assert_array_equal(back.consistency, result.consistency)
     np.testing.assert_array_equal(back.sample_consistency, result.sample_consistency)
+
+
+def test_memory_window_frame(tmp_path) -> None:
+    bands = {}
+    for depth, window in ((1, [0, 1, 2]), (3, [0, 1, 1])):
+        bands[depth] = tmp_path / f"train_d{depth}.h5"
+        with h5py.File(bands[depth], "w") as f:
+            f["epochs"], f["memory_window"] = [0, 5, 10], window
+            f["memory_window_censored"] = [True, False, depth == 1]
+    frame = memory_window_frame(({"depth": d}, path) for d, path in bands.items())
+    assert list(frame.columns) == ["depth", "epoch", "memory_window", "censored"]
+    assert frame["depth"].tolist() == [1, 1, 1, 3, 3, 3] and frame["epoch"].tolist() == [0, 5, 10] * 2
+    assert frame["memory_window"].tolist() == [0, 1, 2, 0, 1, 1]
+    assert frame["censored"].tolist() == [True, False, True, True, False, False]
+    assert memory_window_frame([]).empty

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from featdyn.config import dataset_entry
 from featdyn.data import (
     DatasetUnavailable,
     download_to,
@@ -21,14 +22,14 @@ FASHION = Path("/usr/share/datasets/fashion-mnist")
 
 
 def test_mnist1d_shapes_and_sample_count(tmp_path):
-    arrays = fetch("mnist1d", {"num_samples": 500}, tmp_path)
+    arrays = fetch("mnist1d", dataset_entry("mnist1d", num_samples=500), tmp_path)
     assert arrays.x_train.shape == (400, 40) and arrays.x_test.shape == (100, 40)
     assert arrays.x_train.dtype == np.float32 and arrays.classes == 10
     assert set(np.unique(arrays.y_train)) <= set(range(10))
 
 
 def test_digits_split_is_stratified_and_uint8(tmp_path):
-    arrays = fetch("digits", {"test_fraction": 0.2}, tmp_path)
+    arrays = fetch("digits", dataset_entry("digits", test_fraction=0.2), tmp_path)
     assert arrays.x_train.shape[1:] == (1, 8, 8) and arrays.x_train.dtype == np.uint8
     assert len(arrays.y_train) + len(arrays.y_test) == 1797
     assert np.bincount(arrays.y_test).min() >= 30
@@ -36,7 +37,7 @@ def test_digits_split_is_stratified_and_uint8(tmp_path):
 
 def test_hdf5_round_trip(tmp_path):
     path = tmp_path / "digits.h5"
-    arrays = download_to("digits", {}, path)
+    arrays = download_to("digits", dataset_entry("digits"), path)
     back = read_dataset(path)
     assert np.array_equal(back.x_train, arrays.x_train) and np.array_equal(back.y_test, arrays.y_test)
 
@@ -60,7 +61,7 @@ def test_no_noise_keeps_labels():
 
 
 def test_tensor_data_normalises_with_training_statistics(tmp_path):
-    data = tensor_data(fetch("digits", {}, tmp_path))
+    data = tensor_data(fetch("digits", dataset_entry("digits"), tmp_path))
     assert abs(float(data.x_train.mean())) < 1e-4
     assert abs(float(data.x_train.std()) - 1) < 1e-2
 
@@ -87,7 +88,7 @@ def loopback_mirror():
 def test_fashion_mnist_downloads_through_the_torchvision_path(tmp_path, loopback_mirror, monkeypatch):
     monkeypatch.setattr("featdyn.data.DEBIAN_DATASET_DIRS", {})  # force a real download
     md5 = {f.name: hashlib.md5(f.read_bytes()).hexdigest() for f in FASHION.glob("*.gz")}  # Debian re-gzipped
-    options = {"mirrors": [loopback_mirror], "md5": md5}
+    options = dataset_entry("fashion_mnist", mirrors=[loopback_mirror], md5=md5)
     arrays = download_to("fashion_mnist", options, tmp_path / "f.h5", tmp_path / "cache")
     assert arrays.x_train.shape == (60000, 1, 28, 28) and arrays.x_test.shape == (10000, 1, 28, 28)
     assert (tmp_path / "cache/fashion_mnist/FashionMNIST/raw/train-images-idx3-ubyte.gz").exists()
@@ -99,7 +100,7 @@ def test_offline_without_local_copy_says_how_to_provide_it(tmp_path, monkeypatch
     with pytest.raises(DatasetUnavailable, match="mirror_dirs") as err:
         fetch(
             "fashion_mnist",
-            {"mirrors": ["http://127.0.0.1:9/"], "mirror_dirs": [str(tmp_path / "m")]},
+            dataset_entry("fashion_mnist", [str(tmp_path / "m")], mirrors=["http://127.0.0.1:9/"]),
             tmp_path,
         )
     assert "train-images-idx3-ubyte.gz" in str(err.value) and "fashion_mnist" in str(err.value)
@@ -113,5 +114,5 @@ def test_local_mirror_folder_is_used_before_downloading(tmp_path, monkeypatch):
     mirror.mkdir(parents=True)
     for f in FASHION.glob("*.gz"):
         (mirror / f.name).symlink_to(f)
-    options = {"mirrors": ["http://127.0.0.1:9/"], "mirror_dirs": [str(tmp_path / "mirror")]}
+    options = dataset_entry("fashion_mnist", [str(tmp_path / "mirror")], mirrors=["http://127.0.0.1:9/"])
     assert fetch("fashion_mnist", options, tmp_path / "cache").x_test.shape[0] == 10000

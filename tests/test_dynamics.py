@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
-import yaml
-from helpers import tiny_arrays
+from helpers import tiny_arrays, tiny_config
 
 from featdyn.checkpoints import CheckpointStore
 from featdyn.config import ConfigError, check_config
@@ -186,15 +183,10 @@ def test_parameter_drift_ignores_batchnorm_buffers(resnet):
     assert parameter_drift(resnet, resnet.epochs).shape == (len(resnet.epochs), 5)
 
 
-def tiny_config() -> dict:
-    with open(Path(__file__).parents[1] / "configs" / "tiny.yaml") as f:
-        return yaml.safe_load(f)
-
-
 def test_config_rejects_trajectories_of_a_feature_that_is_not_2d():
     config = tiny_config()
     check_config(config)
-    config["dynamics"]["trajectories"]["runs"] = ["tiny-clean"]
+    config["dynamics"]["trajectories"]["runs"] = ["m1d-clean"]
     with pytest.raises(ConfigError, match=r"dynamics\.trajectories\.runs.*not 2"):
         check_config(config)
     config = tiny_config()

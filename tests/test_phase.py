@@ -9,7 +9,8 @@ import torch
 from conftest import tiny_arrays
 
 import featdyn.phase as phase
-from featdyn.config import ConfigError, check_config
+import featdyn.planning as planning
+from featdyn.config import ConfigError, effective_config
 from featdyn.data import Arrays
 from featdyn.phase import (
     CellSettings,
@@ -18,22 +19,23 @@ from featdyn.phase import (
     cell_name,
     cell_settings,
     cell_table,
-    grid_cells,
     load_shape,
     mean_load_dynamics,
     noisy_epoch_data,
     phase_data,
     read_cell,
-    resolve_dataset,
     run_cell,
     write_cell,
 )
+from featdyn.planning import phase_dataset, phase_grid
 
-TINY = CellSettings(n_train=120, epochs=4, lr=0.02, batch_size=30, width=16, n_hidden=3, eval_batch_size=256)
+TINY = CellSettings(
+    n_train=120, epochs=4, lr=0.02, batch_size=30, width=16, n_hidden=3, curve_every=1, eval_batch_size=256
+)
 
 
 def direct_d(x: np.ndarray, labels: np.ndarray) -> float:
-    """log(Tr Σ_w / Tr Σ_b) straight from SPEC §9 with NumPy."""
+    """log(Tr Σ_w / Tr Σ_b) straight from docs/definitions.md §9 with NumPy."""
     x = x.reshape(len(x), -1).astype(np.float64)
     mean = x.mean(0)
     within = between = 0.0
@@ -125,14 +127,13 @@ def test_cell_names_share_the_base_recipe_across_axes() -> None:
     assert cell_settings(base, "base") == base
     with pytest.raises(ValueError, match="unknown noise axis"):
         base.at("momentum", 0.9)
-    section = {"axes": {"dropout": [0.0, 0.2]}, "alphas": [0, 1], "epochs": 7, "unknown": 1}
-    assert grid_cells(section) == [
+    section = {"axes": {"dropout": [0.0, 0.2]}, "alphas": [0, 1], "epochs": 7}
+    assert phase_grid(section) == [
         ("dropout", 0.0, 0.0),
         ("dropout", 0.0, 1.0),
         ("dropout", 0.2, 0.0),
         ("dropout", 0.2, 1.0),
     ]
-    assert CellSettings.from_config(section).epochs == 7
 
 
 def test_images_are_resized_then_standardised() -> None:
@@ -146,17 +147,22 @@ def test_images_are_resized_then_standardised() -> None:
 
 
 def test_dataset_resolution(tmp_path, monkeypatch) -> None:
-    monkeypatch.setitem(phase.DEBIAN_DATASET_DIRS, "fashion_mnist", str(tmp_path / "nowhere"))
-    config = {"datasets": {"m1d": {"source": "mnist1d", "num_samples": 4000}}, "phase": {"dataset": "auto"}}
-    assert resolve_dataset(config) == ("m1d", {"source": "mnist1d", "num_samples": 4000})
+    monkeypatch.setitem(planning.DEBIAN_DATASET_DIRS, "fashion_mnist", str(tmp_path / "nowhere"))
+    config = {
+        "datasets": {"m1d": {"source": "mnist1d", "num_samples": 4000}},
+        "phase": {"dataset": "auto"},
+        "mirror_dirs": [],
+        "cache_dir": str(tmp_path / "cache"),
+    }
+    assert phase_dataset(config) == ("m1d", {"source": "mnist1d", "num_samples": 4000})
     mirror = tmp_path / "mirror" / "fashion_mnist"
     mirror.mkdir(parents=True)
-    for name in phase.TORCHVISION["fashion_mnist"].raw_files:
+    for name in planning.TORCHVISION["fashion_mnist"].raw_files:
         (mirror / name).touch()
     config["mirror_dirs"] = [str(tmp_path / "mirror")]
-    assert resolve_dataset(config) == ("fashion_mnist", {"source": "fashion_mnist"})
+    assert phase_dataset(config) == ("fashion_mnist", {"source": "fashion_mnist"})
     config["phase"]["dataset"] = "m1d"
-    assert resolve_dataset(config)[0] == "m1d"
+    assert phase_dataset(config)[0] == "m1d"
 
 
 def test_diverged_seeds_are_nan_and_left_out_of_the_means(monkeypatch) -> None:
@@ -202,11 +208,15 @@ def test_config_checks_name_the_key_and_the_allowed_values() -> None:
         "datasets": {"m1d": {"source": "mnist1d"}},
         "recipes": {"sgd": {"optimizer": "sgd", "lr": 0.1, "batch_size": 10}},
         "runs": {"r": {"dataset": "m1d", "model": "mlp", "recipe": "sgd", "epochs": 1}},
+        **{section: {"runs": []} for section in ("composite", "isotropy", "dynamics", "interventions")},
     }
-    check_config({**base, "phase": {"dataset": "auto", "n_train": 100, "axes": {"batch_size": [10, 100]}}})
+    small = {"n_train": 100, "batch_size": 100}
+    effective_config({**base, "phase": {**small, "axes": {"batch_size": [10, 100]}}})
     with pytest.raises(ConfigError, match=r"`phase.dataset`: 'imagenet' is not one of .*'fashion_mnist'"):
-        check_config({**base, "phase": {"dataset": "imagenet"}})
+        effective_config({**base, "phase": {"dataset": "imagenet"}})
     with pytest.raises(ConfigError, match=r"`phase.axes.batch_size`: 200 .* at most phase.n_train = 100"):
-        check_config({**base, "phase": {"n_train": 100, "axes": {"batch_size": [10, 200]}}})
+        effective_config({**base, "phase": {**small, "axes": {"batch_size": [10, 200]}}})
+    with pytest.raises(ConfigError, match=r"`phase.batch_size`: 2560 .* at most phase.n_train = 100"):
+        effective_config({**base, "phase": {"n_train": 100}})
     with pytest.raises(ConfigError, match=r"`separation.runs`: 'other' is not one of .*\['r'\]"):
-        check_config({**base, "separation": {"runs": ["other"]}})
+        effective_config({**base, "separation": {"runs": ["other"]}})

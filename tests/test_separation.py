@@ -40,7 +40,7 @@ def clustered_data(
 
 
 def direct_measures(x: np.ndarray, labels: np.ndarray, n_classes: int) -> dict[str, float]:
-    """SPEC §9 literally: p×p covariances and an explicit pseudo-inverse."""
+    """docs/definitions.md §9 literally: p×p covariances and an explicit pseudo-inverse."""
     n, p = x.shape
     mean = x.mean(0)
     within, between = np.zeros((p, p)), np.zeros((p, p))

@@ -6,6 +6,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
+from featdyn.config import fill_defaults, schema
 from featdyn.plots.springblock import LoadDynamicsCase, plot_load_dynamics, plot_springblock_phase
 from featdyn.separation import curvature
 from featdyn.springblock import (
@@ -13,13 +14,13 @@ from featdyn.springblock import (
     effective_friction,
     elastic_force,
     elongations,
-    load_curve,
     load_dynamics,
     noiseless_equilibrium,
     phase_diagram,
     read_dynamics,
     simulate,
     simulate_langevin,
+    spring_load_curve,
     write_dynamics,
 )
 
@@ -40,7 +41,7 @@ def test_noiseless_chain_reaches_the_analytic_unbalanced_equilibrium(
     np.testing.assert_allclose(forces[moved], mu, atol=1e-6)  # friction balances the load on moved blocks
     assert np.all(forces[~moved] <= mu + 1e-9)  # the others never felt enough to slide
     assert np.all(np.diff(elongations(run.x[0])) >= -1e-9)  # deeper springs are longer
-    assert curvature(load_curve(run.x[0])) < 0  # concave: lazy, deep layers take the load
+    assert curvature(spring_load_curve(run.x[0])) < 0  # concave: lazy, deep layers take the load
 
 
 def test_all_blocks_move_for_small_friction_and_equilibrium_is_eq7() -> None:
@@ -49,7 +50,7 @@ def test_all_blocks_move_for_small_friction_and_equilibrium_is_eq7() -> None:
         noiseless_equilibrium(7, 2.0, 0.01, 1.0), blocks / (n + 1) - 0.01 * blocks * (n + 1 - blocks) / 4.0
     )
     np.testing.assert_allclose(noiseless_equilibrium(7, 1.0, 0.0, 1.0), blocks / 8)
-    assert curvature(load_curve(noiseless_equilibrium(7, 1.0, -0.05, 1.0))) == pytest.approx(0.05)
+    assert curvature(spring_load_curve(noiseless_equilibrium(7, 1.0, -0.05, 1.0))) == pytest.approx(0.05)
 
 
 def test_noise_lowers_effective_friction() -> None:
@@ -69,7 +70,7 @@ def test_noise_relaxes_the_chain_below_the_static_friction() -> None:
 
 def test_asymmetric_friction_with_enough_noise_turns_the_load_curve_convex() -> None:
     run = simulate([0.0, 0.4], 0.3, 0.1, n_steps=6000, n_chains=8, seed=2)
-    bends = curvature(load_curve(run.x)).mean(-1)
+    bends = curvature(spring_load_curve(run.x)).mean(-1)
     assert bends[0] < 0 < bends[1]
 
 
@@ -98,7 +99,7 @@ def test_simulation_is_deterministic_for_a_seed() -> None:
 def test_langevin_variant_runs_and_noiseless_is_concave() -> None:
     quiet = simulate_langevin(0.0, 0.1, 0.1, n_steps=8000)
     np.testing.assert_allclose(quiet.x[0], noiseless_equilibrium(7, 1.0, 0.1, 1.0), atol=1e-6)
-    assert curvature(load_curve(quiet.x[0])) < 0
+    assert curvature(spring_load_curve(quiet.x[0])) < 0
     noisy = simulate_langevin([0.0, 0.3], 0.3, 0.1, n_steps=4000, n_chains=4, shared_noise=True, seed=4)
     assert noisy.x.shape == (2, 4, 7) and np.all(np.isfinite(noisy.x))
 
@@ -137,11 +138,13 @@ def test_load_dynamics_start_unseparated_and_end_like_the_chain(tmp_path) -> Non
     steps, curves = load_dynamics(0.0, 2.0, mu_r=0.1, n_steps=10_000, record_every=2500, y=1.0)
     np.testing.assert_array_equal(steps, [0, 2500, 5000, 7500, 10_000])
     np.testing.assert_array_equal(curves[0], np.ones(8))  # every block at the wall: nothing separated yet
-    np.testing.assert_allclose(curves[-1], load_curve(noiseless_equilibrium(7, 1.0, 0.1, 1.0)), atol=1e-6)
+    np.testing.assert_allclose(
+        curves[-1], spring_load_curve(noiseless_equilibrium(7, 1.0, 0.1, 1.0)), atol=1e-6
+    )
     shared = simulate(0.3, 0.2, 0.1, n_steps=300, shared_noise=True, record_every=100, seed=4)
     np.testing.assert_array_equal(
         load_dynamics(0.3, 2.0, mu_r=0.1, n_steps=300, record_every=100, seed=4)[1],
-        load_curve(shared.trajectory[:, 0]),
+        spring_load_curve(shared.trajectory[:, 0]),
     )
     section = {
         "n_blocks": 5,
@@ -153,6 +156,7 @@ def test_load_dynamics_start_unseparated_and_end_like_the_chain(tmp_path) -> Non
             "cases": [{"eps": 0.0, "asymmetry": 1.0}, {"eps": 0.3, "asymmetry": 3.0}],
         },
     }
+    fill_defaults(section, schema()["properties"]["springblock"])
     cases = dynamics_cases(section)
     assert [c.shape for _, c in cases] == [(5, 6), (5, 6)]
     write_dynamics(cases, tmp_path / "dynamics.h5", section)

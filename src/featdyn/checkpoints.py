@@ -79,6 +79,11 @@ def assemble_store(
             g.create_dataset(name, data=values)
 
 
+def strided_epochs(saved: Sequence[int], stride: int) -> list[int]:
+    """Every `stride`-th of the saved epochs, counted back from the last one (always included)."""
+    return list(saved)[::-1][::stride][::-1]
+
+
 class CheckpointStore:
     """Read access to a run's `checkpoints.h5`."""
 

@@ -1,6 +1,6 @@
 """Composite networks `c_{s,t}(x) = g^(t)(h^(s)(x))` over many checkpoint pairs, and temporal consistency.
 
-The engine (SPEC.md §1-2) is organised for the real workload (hundreds of checkpoints, tens of
+The engine (docs/definitions.md §1-2) is organised for the real workload (hundreds of checkpoints, tens of
 thousands of samples):
 
 - shallow features h^(s)(x) are computed once per (epoch, data batch), for all epochs in one
@@ -19,19 +19,22 @@ definitions literally and serves tests and the benchmark.
 from __future__ import annotations
 
 import resource
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch.func import functional_call, vmap
 from tqdm.auto import tqdm
 
-from featdyn.checkpoints import CheckpointStore
+from featdyn.batching import chunk_slices
+from featdyn.checkpoints import CheckpointStore, strided_epochs
 from featdyn.io import atomic_h5, load_arrays, save_arrays
 from featdyn.models import Staged, check_depth
 
@@ -119,11 +122,6 @@ class BandResult:
         return float(getattr(self, name)[s_index - t_index + self.window, t_index])
 
 
-def _chunk(total: int, size: int) -> list[slice]:
-    size = max(1, size)
-    return [slice(i, min(i + size, total)) for i in range(0, total, size)]
-
-
 def _cumulative_mean(indicator: torch.Tensor) -> torch.Tensor:
     """Mean of indicator[0..j] for every j along axis 0."""
     counts = torch.arange(1, indicator.shape[0] + 1, dtype=indicator.dtype, device=indicator.device)
@@ -159,7 +157,7 @@ def composite_band(
     }
     per_sample = torch.full((2, len(ref_idx), 2, w + 1, n), float("nan"), dtype=torch.float64)
     valid = _band_validity(w, n_epochs)
-    batches = _chunk(n, batch_size)
+    batches = chunk_slices(n, batch_size)
     for batch in tqdm(batches, desc="composite", unit="batch", disable=not progress):
         xb, yb = x[batch], y[batch]
         y_cpu = yb.cpu()
@@ -198,7 +196,7 @@ def composite_band(
 
 def _epoch_chunks(engine: CompositeEngine, xb: torch.Tensor, n_epochs: int, budget_mb: float) -> list[slice]:
     per_epoch = engine.shallow(xb[:1], slice(0, 1)).numel() * len(xb) * 4 * 3  # features + intermediates
-    return _chunk(n_epochs, int(budget_mb * 2**20 // max(per_epoch, 1)))
+    return chunk_slices(n_epochs, int(budget_mb * 2**20 // max(per_epoch, 1)))
 
 
 def _band_validity(w: int, n_epochs: int) -> torch.Tensor:
@@ -226,7 +224,7 @@ def _band_predictions(
     t_chunk = int(budget_mb * 2**20 // max(per_epoch_bytes, 1))
     for k in range(-w, w + 1):
         t_lo, t_hi = max(0, -k), min(n_epochs, n_epochs - k)
-        for ts in _chunk(t_hi - t_lo, t_chunk):
+        for ts in chunk_slices(t_hi - t_lo, t_chunk):
             t = slice(t_lo + ts.start, t_lo + ts.stop)
             logits = engine.deep(feats[t.start + k : t.stop + k], t)
             preds[k + w, t] = logits.argmax(-1).cpu()
@@ -326,14 +324,29 @@ def read_band(path: str | Path) -> BandResult:
         )
 
 
-def read_memory_window(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    with h5py.File(path, "r") as f:
-        return f["epochs"][()], f["memory_window"][()]
+def memory_window_frame(files: Iterable[tuple[Mapping[str, Any], str | Path]]) -> pd.DataFrame:
+    """Memory window W(t) of composite files, each given with its labels (e.g. run, eval_set, depth).
+
+    One row per file and analysed epoch: the labels, epoch, memory_window and censored (the window
+    reached the band's edge or epoch 0, so it is a lower bound).
+    """
+    frames = []
+    for labels, path in files:
+        with h5py.File(path, "r") as f:
+            frames.append(
+                pd.DataFrame(
+                    {
+                        **labels,
+                        "epoch": f["epochs"][()],
+                        "memory_window": f["memory_window"][()],
+                        "censored": f["memory_window_censored"][()].astype(bool),
+                    }
+                )
+            )
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=MEMORY_WINDOW_COLUMNS)
 
 
-def analysed_epochs(store: CheckpointStore, stride: int = 1) -> list[int]:
-    """Every `stride`-th saved epoch, always ending at the last one."""
-    return store.epochs[::-1][::stride][::-1]
+MEMORY_WINDOW_COLUMNS = ["depth", "epoch", "memory_window", "censored"]
 
 
 def run_composite(
@@ -352,7 +365,7 @@ def run_composite(
     progress: bool,
 ) -> BandResult:
     """The composite analysis of one run at one depth on one evaluation set."""
-    epochs = analysed_epochs(store, stride)
+    epochs = strided_epochs(store.epochs, stride)
     refs = [min(epochs, key=lambda e: abs(e - r)) for r in reference_epochs] or [epochs[-1]]
     stacked = {k: v.to(device) for k, v in store.stacked(epochs).items()}
     engine = CompositeEngine(store.build_model().to(device), stacked, depth, precision)

@@ -1,31 +1,54 @@
-"""Semantic checks of the workflow config (beyond the JSON schema) and config → object helpers.
+"""The workflow config: presets composed by `extends`, defaults from the schema, validation, checks.
 
-`check_config` runs when the Snakefile is parsed, before any job: every error names the offending
-key and the values it may take.
+Every key, its type, allowed values, default and description live in one file,
+`workflow/schemas/config.schema.yaml`. A config file may name a base with `extends: <path>` (relative to
+the file); mappings merge key by key and every other value replaces the base's. `effective_config`
+turns what Snakemake read into the config every rule and script uses: composed, validated against the
+schema (unknown keys rejected with the closest valid key suggested), defaults filled, and checked
+semantically (`check_config`) — all before any job runs, each error naming the key and what it may be.
+
+Print a run's effective config with `featdyn-config show [FILE]` (or `python -m featdyn.config show`).
 """
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import Mapping
+import argparse
+import copy
+import dataclasses
+import difflib
+import functools
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
-from featdyn.corrupt import CIFAR_C_ALL, corruption_names
-from featdyn.corrupted import CIFAR_C_RELEASES
-from featdyn.data import EMBEDDED, SOURCES, TORCHVISION, corrupted_set_name
-from featdyn.models import MODELS, build_model
+import yaml
 
-SAMPLE_SHAPES: dict[str, tuple[int, ...]] = {
-    "mnist": (1, 28, 28),
-    "fashion_mnist": (1, 28, 28),
-    "cifar10": (3, 32, 32),
-    "cifar100": (3, 32, 32),
-    "svhn": (3, 32, 32),
-    "stl10": (3, 96, 96),
-    "mnist1d": (40,),
-    "digits": (1, 8, 8),
-}
-CLASSES = {**{k: v.classes for k, v in TORCHVISION.items()}, **EMBEDDED}
+from featdyn.data import SOURCES
+from featdyn.models import MODELS
+from featdyn.planning import (
+    analysed_runs,
+    available_corruptions,
+    corrupted_eval_sets,
+    dataset_corruptions,
+    feature_size,
+    isotropy_epochs,
+    n_stages,
+    phase_dataset,
+    trajectory_runs,
+)
+
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+ANALYSIS_RUN_LISTS = (
+    ("composite",),
+    ("isotropy",),
+    ("dynamics",),
+    ("dynamics", "trajectories"),
+    ("dynamics", "pca"),
+    ("interventions",),
+    ("separation",),
+)
+"""Sections with a `runs` list (null = every run)."""
 
 
 class ConfigError(ValueError):
@@ -36,77 +59,176 @@ def _fail(key: str, message: str) -> None:
     raise ConfigError(f"config key `{key}`: {message}")
 
 
-def _one_of(key: str, value: Any, allowed: list[str]) -> None:
+def _one_of(key: str, value: Any, allowed: Sequence[Any]) -> None:
     if value not in allowed:
-        _fail(key, f"{value!r} is not one of the allowed values {allowed}")
+        _fail(key, f"{value!r} is not one of the allowed values {list(allowed)}")
+
+
+# --- composing config files -----------------------------------------------------------------------
+
+
+@functools.cache
+def schema() -> dict[str, Any]:
+    return yaml.safe_load(SCHEMA_PATH.read_text())
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    try:
+        loaded = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"config file {path} does not hold a mapping of keys")
+    return loaded
+
+
+def merge(base: Mapping[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]:
+    """`overlay` on `base`: mappings merge key by key, every other value replaces the base's."""
+    merged = copy.deepcopy(dict(base))
+    for key, value in overlay.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def layered(path: str | Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The config of a file with its `extends` chain merged under it (without `extends`)."""
+    path = Path(path).resolve()
+    if path in seen:
+        raise ConfigError(f"config key `extends`: {path} extends itself (chain {[str(p) for p in seen]})")
+    own = read_yaml(path)
+    if "extends" not in own:
+        return own
+    base = layered(path.parent / own.pop("extends"), (*seen, path))
+    return merge(base, own)
+
+
+def compose(config: Mapping[str, Any], configfiles: Iterable[str | Path]) -> dict[str, Any]:
+    """What Snakemake read (`config`: its config files merged, then `--config`), on the base that the
+    last config file declaring `extends` names."""
+    bases = [Path(f) for f in configfiles if "extends" in read_yaml(f)]
+    if not bases:
+        return {k: v for k, v in config.items() if k != "extends"}
+    declaring = bases[-1].resolve()
+    base = layered(declaring.parent / read_yaml(declaring)["extends"], (declaring,))
+    return merge(base, {k: v for k, v in config.items() if k != "extends"})
+
+
+# --- schema: validation and defaults --------------------------------------------------------------
+
+
+def validate(config: Mapping[str, Any]) -> None:
+    """Raise ConfigError listing every schema violation, unknown keys with the closest valid key."""
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(schema())
+    errors = sorted(validator.iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path])
+    if errors:
+        raise ConfigError("\n".join(_describe(error) for error in errors))
+
+
+def _describe(error: Any) -> str:
+    where = ".".join(str(p) for p in error.absolute_path)
+    if error.validator == "additionalProperties" and error.validator_value is False:
+        allowed = sorted(error.schema["properties"])
+        lines = []
+        for key in sorted(set(error.instance) - set(allowed)):
+            path = f"{where}.{key}" if where else key
+            close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+            hint = f"did you mean `{close[0]}`? " if close else ""
+            lines.append(f"config key `{path}`: unknown key; {hint}allowed keys here: {allowed}")
+        return "\n".join(lines)
+    return f"config key `{where or '(top level)'}`: {error.message}"
+
+
+def fill_defaults(node: Any, node_schema: Mapping[str, Any]) -> None:
+    """Set every missing key that has a schema default, recursively (in place)."""
+    if not isinstance(node, dict):
+        return
+    properties = node_schema["properties"] if "properties" in node_schema else {}
+    for key, sub in properties.items():
+        if key not in node and "default" in sub:
+            node[key] = copy.deepcopy(sub["default"])
+        if key in node:
+            fill_defaults(node[key], sub)
+    extra = node_schema["additionalProperties"] if "additionalProperties" in node_schema else None
+    if isinstance(extra, Mapping):
+        for key, value in node.items():
+            if key not in properties:
+                fill_defaults(value, extra)
+
+
+def effective_config(config: Mapping[str, Any], configfiles: Iterable[str | Path] = ()) -> dict[str, Any]:
+    """The config every rule and script reads: composed, validated, defaults filled, checked.
+
+    The phase sweep's dataset is resolved (`phase.dataset: auto` looks for Fashion-MNIST on disk) and
+    added to `datasets` if the config does not hold it.
+    """
+    composed = compose(config, configfiles)
+    validate(composed)
+    fill_defaults(composed, schema())
+    _one_of("phase.dataset", composed["phase"]["dataset"], ["auto", *sorted(composed["datasets"]), *SOURCES])
+    name, entry = phase_dataset(composed)
+    composed["phase"]["dataset"] = name
+    if name not in composed["datasets"]:
+        fill_defaults(entry, schema()["properties"]["datasets"]["additionalProperties"])
+        composed["datasets"][name] = entry
+    check_config(composed)
+    return composed
+
+
+def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The effective config of a config file (with its `extends` chain) and optional overrides."""
+    return effective_config(merge(read_yaml(path), overrides or {}), [path])
+
+
+def dataset_entry(source: str, mirror_dirs: Sequence[str] = (), **options: Any) -> dict[str, Any]:
+    """A `datasets` entry for `source` with the schema's defaults filled, plus the global `mirror_dirs`:
+    what the download rule passes to `featdyn.data.fetch`."""
+    entry = {"source": source, **options}
+    fill_defaults(entry, schema()["properties"]["datasets"]["additionalProperties"])
+    return {"mirror_dirs": list(mirror_dirs), **entry}
+
+
+def job_settings(section: Mapping[str, Any], settings_class: type) -> dict[str, Any]:
+    """The keys of a config section that a job's settings dataclass reads: a rule's `params`."""
+    return {field.name: section[field.name] for field in dataclasses.fields(settings_class)}
+
+
+# --- semantic checks ------------------------------------------------------------------------------
 
 
 def check_config(config: Mapping[str, Any]) -> None:
-    """Raise ConfigError on the first semantic problem (unknown names, ranges, depths)."""
-    datasets, recipes, runs = config.get("datasets", {}), config.get("recipes", {}), config.get("runs", {})
-    _one_of("device", config.get("device", "auto"), ["auto", "cpu", "cuda"])
-    for name, ds in datasets.items():
-        _one_of(f"datasets.{name}.source", ds.get("source"), SOURCES)
-    for name, recipe in recipes.items():
-        _one_of(f"recipes.{name}.optimizer", recipe.get("optimizer", "sgd"), ["adam", "sgd"])
-    if not runs:
-        _fail("runs", "at least one run is needed")
+    """Raise ConfigError on the first semantic problem (unknown names, depths, epochs, corruptions)."""
+    datasets, recipes, runs = config["datasets"], config["recipes"], config["runs"]
+    for name, dataset in datasets.items():
+        _one_of(f"datasets.{name}.source", dataset["source"], SOURCES)
     for name, run in runs.items():
-        check_run(f"runs.{name}", run, datasets, recipes)
+        _one_of(f"runs.{name}.dataset", run["dataset"], sorted(datasets))
+        _one_of(f"runs.{name}.model", run["model"], sorted(MODELS))
+        _one_of(f"runs.{name}.recipe", run["recipe"], sorted(recipes))
+    for section in ANALYSIS_RUN_LISTS:
+        key = ".".join(section)
+        node = config
+        for part in section:
+            node = node[part]
+        for name in node["runs"] or []:
+            _one_of(f"{key}.runs", name, sorted(runs))
+    for section in ("composite", "isotropy", "dynamics", "interventions"):
+        for name in analysed_runs(config, section):
+            for depth in config[section]["depths"]:
+                _check_depth(f"{section}.depths", depth, name, runs[name], datasets)
+    for name, pair in config["pairs"].items():
+        for side in ("clean", "noisy"):
+            _one_of(f"pairs.{name}.{side}", pair[side], sorted(runs))
+        if runs[pair["noisy"]]["dataset"] != runs[pair["clean"]]["dataset"]:
+            _fail(f"pairs.{name}", f"runs {pair['clean']!r} and {pair['noisy']!r} must use the same dataset")
+    check_corruptions(config)
     check_dynamics(config)
     check_isotropy(config)
-    for key, depths in depth_lists(config):
-        section = key.split(".")[0]
-        for run_name in analysed_runs(config, section):
-            _one_of(f"{section}.runs", run_name, sorted(runs))
-            n = n_stages(runs[run_name], datasets)
-            for d in depths:
-                if not 1 <= d < n:
-                    _fail(
-                        key,
-                        f"depth {d} does not exist for run {run_name!r} "
-                        f"(model {runs[run_name]['model']!r}); allowed depths: 1..{n - 1}",
-                    )
-    for name, pair in config.get("pairs", {}).items():
-        for side in ("clean", "noisy"):
-            _one_of(f"pairs.{name}.{side}", pair.get(side), sorted(runs))
-    check_corruptions(config)
-    check_separation_phase(config)
-
-
-def check_run(
-    key: str, run: Mapping[str, Any], datasets: Mapping[str, Any], recipes: Mapping[str, Any]
-) -> None:
-    _one_of(f"{key}.dataset", run.get("dataset"), sorted(datasets))
-    _one_of(f"{key}.model", run.get("model"), sorted(MODELS))
-    _one_of(f"{key}.recipe", run.get("recipe"), sorted(recipes))
-    noise = run.get("label_noise", 0.0)
-    if not 0.0 <= noise < 1.0:
-        _fail(f"{key}.label_noise", f"{noise} is outside the allowed range [0, 1)")
-    if int(run.get("epochs", 0)) < 1:
-        _fail(f"{key}.epochs", f"{run.get('epochs')} is not allowed: at least 1 epoch")
-    if int(run.get("save_every", 1)) <= 0:
-        _fail(f"{key}.save_every", f"{run.get('save_every')} is not allowed: a positive number of epochs")
-
-
-def available_corruptions(source: str) -> list[str]:
-    """Corruptions a dataset source offers: the CIFAR-C release files for CIFAR-10/100, else local ones."""
-    if source in CIFAR_C_RELEASES:
-        return list(CIFAR_C_ALL)
-    return corruption_names("signal" if len(SAMPLE_SHAPES[source]) == 1 else "image")
-
-
-def dataset_corruptions(config: Mapping[str, Any], dataset: str) -> list[str]:
-    """Corruptions in a dataset's -c.h5 file: its own list, else the default list, else all available."""
-    section = config.get("corruptions") or {}
-    names = (section.get("datasets") or {}).get(dataset) or section.get("default")
-    return list(names) if names else available_corruptions(config["datasets"][dataset]["source"])
-
-
-def corrupted_eval_sets(config: Mapping[str, Any], dataset: str) -> list[str]:
-    """Evaluation-set names `<corruption>-<severity>` of every corrupted test set of a dataset."""
-    severities = (config.get("corruptions") or {}).get("severities", [5])
-    return [corrupted_set_name(n, s) for n in dataset_corruptions(config, dataset) for s in severities]
+    check_phase(config)
 
 
 def check_eval_set(key: str, name: str, config: Mapping[str, Any], dataset: str) -> None:
@@ -115,100 +237,75 @@ def check_eval_set(key: str, name: str, config: Mapping[str, Any], dataset: str)
 
 def check_corruptions(config: Mapping[str, Any]) -> None:
     """Corruption names per dataset, corrupted evaluation sets, and the clean vs. noisy statistics."""
-    datasets, runs = config.get("datasets", {}), config.get("runs", {})
-    section = config.get("corruptions") or {}
-    own = section.get("datasets") or {}
-    for dataset in own:
+    datasets, runs, section = config["datasets"], config["runs"], config["corruptions"]
+    for dataset in section["datasets"]:
         _one_of("corruptions.datasets", dataset, sorted(datasets))
     for dataset, options in datasets.items():
-        key = f"corruptions.datasets.{dataset}" if own.get(dataset) else "corruptions.default"
+        key = f"corruptions.datasets.{dataset}" if dataset in section["datasets"] else "corruptions.default"
         for name in dataset_corruptions(config, dataset):
             _one_of(key, name, available_corruptions(options["source"]))
-    for eval_set in config.get("composite", {}).get("eval_sets", []):
+    for eval_set in config["composite"]["eval_sets"]:
         for run in analysed_runs(config, "composite"):
             check_eval_set("composite.eval_sets", eval_set, config, runs[run]["dataset"])
-    stats = config.get("stats") or {}
-    for name, pair in config.get("pairs", {}).items():
+    stats = config["stats"]
+    for pair in config["pairs"].values():
         dataset = runs[pair["clean"]]["dataset"]
-        if runs[pair["noisy"]]["dataset"] != dataset:
-            _fail(f"pairs.{name}", f"runs {pair['clean']!r} and {pair['noisy']!r} must use the same dataset")
-        for eval_set in stats.get("eval_sets", []):
+        for eval_set in stats["eval_sets"]:
             check_eval_set("stats.eval_sets", eval_set, config, dataset)
-        if stats.get("figure_eval_set"):
+        if stats["figure_eval_set"]:
             check_eval_set("stats.figure_eval_set", stats["figure_eval_set"], config, dataset)
-        for corruption in stats.get("figure_corruptions") or []:
+        for corruption in stats["figure_corruptions"] or []:
             _one_of("stats.figure_corruptions", corruption, dataset_corruptions(config, dataset))
-    severities = section.get("severities", [5])
-    if stats.get("figure_severity", severities[-1]) not in severities:
-        _fail(
-            "stats.figure_severity",
-            f"{stats['figure_severity']} is not among corruptions.severities {severities}",
-        )
-    band = config.get("composite", {}).get("window")
-    if band is not None and stats.get("window", 1) > band:
+    _one_of("stats.figure_severity", stats["figure_severity"], section["severities"])
+    band = config["composite"]["window"]
+    if band is not None and stats["window"] > band:
         _fail("stats.window", f"{stats['window']} is not allowed: at most composite.window = {band}")
 
 
-def check_separation_phase(config: Mapping[str, Any]) -> None:
-    """Paper 2: runs of `separation`, the phase sweep's dataset and batch sizes (SPEC §9)."""
-    for run in (config.get("separation") or {}).get("runs") or []:
-        _one_of("separation.runs", run, sorted(config.get("runs", {})))
-    phase = config.get("phase") or {}
-    _one_of("phase.dataset", phase.get("dataset", "auto"), ["auto", *sorted(config["datasets"]), *SOURCES])
-    n_train = phase.get("n_train", 2560)
-    for size in [phase.get("batch_size", n_train), *(phase.get("axes") or {}).get("batch_size", [])]:
-        if size > n_train:
-            _fail("phase.axes.batch_size", f"{size} is not allowed: at most phase.n_train = {n_train}")
+def check_phase(config: Mapping[str, Any]) -> None:
+    """Paper 2's phase sweep: every batch size within the training subset."""
+    phase = config["phase"]
+    sizes = phase["axes"]["batch_size"] if "batch_size" in phase["axes"] else []
+    for key, size in [("phase.batch_size", phase["batch_size"])] + [
+        ("phase.axes.batch_size", s) for s in sizes
+    ]:
+        if size > phase["n_train"]:
+            _fail(key, f"{size} is not allowed: at most phase.n_train = {phase['n_train']}")
 
 
 def check_dynamics(config: Mapping[str, Any]) -> None:
-    """Runs, depths and epochs of the feature-dynamics and interventions sections (SPEC §5-7)."""
-    datasets, runs = config.get("datasets", {}), config.get("runs", {})
-    dynamics, interventions = config.get("dynamics") or {}, config.get("interventions") or {}
-    trajectories, pca = dynamics.get("trajectories") or {}, dynamics.get("pca") or {}
-    for key, names in (
-        ("dynamics.runs", dynamics.get("runs") or []),
-        ("dynamics.trajectories.runs", trajectories.get("runs", [])),
-        ("dynamics.pca.runs", pca.get("runs", [])),
-        ("interventions.runs", interventions.get("runs") or []),
-    ):
-        for name in names:
-            _one_of(key, name, sorted(runs))
-    for key, depth, names in (
-        ("dynamics.trajectories.depth", trajectories.get("depth", 2), trajectories.get("runs", [])),
-        ("dynamics.pca.depth", pca.get("depth", 2), pca.get("runs", [])),
-    ):
-        for name in names:
-            _check_depth(key, depth, name, runs[name], datasets)
-    for name in trajectories.get("runs", []):
-        size = feature_size(runs[name], datasets, trajectories.get("depth", 2))
+    """Depths and epochs of the feature-dynamics and interventions sections (definitions §5-7)."""
+    datasets, runs = config["datasets"], config["runs"]
+    trajectories, pca = config["dynamics"]["trajectories"], config["dynamics"]["pca"]
+    for name in trajectory_runs(config):
+        _check_depth("dynamics.trajectories.depth", trajectories["depth"], name, runs[name], datasets)
+        size = feature_size(runs[name], datasets, trajectories["depth"])
         if size != 2:
             _fail(
                 "dynamics.trajectories.runs",
-                f"run {name!r} has {size} feature values at depth {trajectories.get('depth', 2)}, not 2: "
+                f"run {name!r} has {size} feature values at depth {trajectories['depth']}, not 2: "
                 "trajectories need a 2-D feature (model 'bottleneck_mlp' at depth 2)",
             )
-    for name in pca.get("runs", []) if pca.get("reference_epoch") is not None else []:
-        _check_saved_epoch("dynamics.pca.reference_epoch", pca["reference_epoch"], name, runs[name], True)
-    if interventions:
-        for name in analysed_runs(config, "interventions"):
-            for depth in interventions.get("reinit_depths", []):
-                _check_depth("interventions.reinit_depths", depth, name, runs[name], datasets)
+    for name in analysed_runs(config, "dynamics", "pca"):
+        _check_depth("dynamics.pca.depth", pca["depth"], name, runs[name], datasets)
+        if pca["reference_epoch"] is not None:
+            _check_saved_epoch("dynamics.pca.reference_epoch", pca["reference_epoch"], name, runs[name], True)
+    interventions = config["interventions"]
+    for name in analysed_runs(config, "interventions"):
+        for depth in interventions["reinit_depths"]:
+            _check_depth("interventions.reinit_depths", depth, name, runs[name], datasets)
+        if interventions["freeze_epoch"] is not None:
             _check_saved_epoch("interventions.freeze_epoch", interventions["freeze_epoch"], name, runs[name])
 
 
 def check_isotropy(config: Mapping[str, Any]) -> None:
-    """Runs and checkpoint epochs of the SGD-noise anisotropy section (SPEC §4)."""
-    from featdyn.isotropy import run_isotropy_epochs
-
-    section, runs = config.get("isotropy") or {}, config.get("runs", {})
-    for name in section.get("runs") or []:
-        _one_of("isotropy.runs", name, sorted(runs))
-    for name in analysed_runs(config, "isotropy") if section else []:
-        for epoch in section.get("epochs") or []:
+    """Checkpoint epochs of the SGD-noise anisotropy section (definitions §4)."""
+    section, runs = config["isotropy"], config["runs"]
+    for name in analysed_runs(config, "isotropy"):
+        for epoch in section["epochs"]:
             _check_saved_epoch("isotropy.epochs", epoch, name, runs[name], last_ok=True)
-        if section.get("figure_epoch") is not None:
-            _one_of("isotropy.figure_epoch", section["figure_epoch"], run_isotropy_epochs(config, name))
+        if section["figure_epoch"] is not None:
+            _one_of("isotropy.figure_epoch", section["figure_epoch"], isotropy_epochs(config, name))
 
 
 def _check_depth(
@@ -216,7 +313,11 @@ def _check_depth(
 ) -> None:
     n = n_stages(run, datasets)
     if not 1 <= depth < n:
-        _fail(key, f"depth {depth} does not exist for run {name!r} ({run['model']!r}); allowed: 1..{n - 1}")
+        _fail(
+            key,
+            f"depth {depth} does not exist for run {name!r} (model {run['model']!r}); "
+            f"allowed depths: 1..{n - 1}",
+        )
 
 
 def _check_saved_epoch(
@@ -224,55 +325,94 @@ def _check_saved_epoch(
 ) -> None:
     """`epoch` must be saved by the run (0, a multiple of save_every, or the last) and, unless
     `last_ok`, come before the last epoch."""
-    epochs, every = int(run["epochs"]), int(run.get("save_every", 1))
+    epochs, every = run["epochs"], run["save_every"]
     saved = epoch == epochs or (0 <= epoch < epochs and epoch % every == 0)
     if not saved or (epoch == epochs and not last_ok):
         allowed = f"at most {epochs}" if last_ok else f"before the last epoch {epochs}"
         _fail(key, f"{epoch} is not allowed for run {name!r}: a saved epoch (save_every = {every}) {allowed}")
 
 
-def feature_size(run: Mapping[str, Any], datasets: Mapping[str, Any], depth: int) -> int:
-    """Number of values of the feature at split depth `depth` of a run's model, per sample."""
-    import torch
-
-    source = datasets[run["dataset"]]["source"]
-    model = build_model(run["model"], SAMPLE_SHAPES[source], CLASSES[source], **run.get("model_options", {}))
-    with torch.no_grad():
-        return model.eval()(torch.zeros(1, *SAMPLE_SHAPES[source]), 0, depth)[0].numel()
+# --- documentation and the command line -----------------------------------------------------------
 
 
-def depth_lists(config: Mapping[str, Any]) -> list[tuple[str, list[int]]]:
-    """Every (config key, list of split depths) the analyses use."""
-    found = []
-    for section in ("composite", "isotropy", "dynamics", "interventions"):
-        depths = config.get(section, {}).get("depths")
-        if depths:
-            found.append((f"{section}.depths", list(depths)))
-    return found
+def schema_docs() -> str:
+    """Markdown reference of every config key (docs/config.md), generated from the schema."""
+    lines = [
+        "# Configuration reference",
+        "",
+        "Generated from `workflow/schemas/config.schema.yaml` by `featdyn-config docs`; do not edit by hand.",
+        "Every key below may be left out: it then takes its default. `<name>` stands for a name you choose.",
+        "",
+    ]
+    for key, sub in schema()["properties"].items():
+        lines += _docs_section(key, sub)
+    return "\n".join(lines) + "\n"
 
 
-def analysed_runs(config: Mapping[str, Any], section: str) -> list[str]:
-    """Runs an analysis section applies to: its `runs` list, or every run."""
-    return list(config.get(section, {}).get("runs") or config.get("runs", {}))
+def _docs_section(key: str, node: Mapping[str, Any]) -> list[str]:
+    rows = list(_docs_rows(key, node))
+    lines = [f"## `{key}`", "", node["description"], ""]
+    if len(rows) > 1 or rows[0][0] != key:
+        lines += ["| key | type | default | description |", "|---|---|---|---|"]
+        lines += [f"| `{k}` | {t} | {d} | {text} |" for k, t, d, text in rows]
+    else:
+        _, kind, default, _ = rows[0]
+        lines += [f"Type {kind}; default {default}."]
+    return [*lines, ""]
 
 
-def n_stages(run: Mapping[str, Any], datasets: Mapping[str, Any]) -> int:
-    source = datasets[run["dataset"]]["source"]
-    model = build_model(run["model"], SAMPLE_SHAPES[source], CLASSES[source], **run.get("model_options", {}))
-    return model.n_stages
+def _docs_rows(key: str, node: Mapping[str, Any]) -> Iterable[tuple[str, str, str, str]]:
+    children = node["properties"] if "properties" in node else {}
+    extra = node["additionalProperties"] if "additionalProperties" in node else None
+    if children and ("default" not in node or node["default"] == {}):
+        for child, sub in children.items():
+            yield from _docs_rows(f"{key}.{child}", sub)
+    elif not children and isinstance(extra, Mapping) and "properties" in extra:
+        for child, sub in extra["properties"].items():
+            yield from _docs_rows(f"{key}.<name>.{child}", sub)
+    else:
+        yield key, _type_of(node), _default_of(node), node["description"] if "description" in node else ""
 
 
-def wants_gpu(config: Mapping[str, Any]) -> bool:
-    """Whether training-type rules should ask for a GPU (`device: cuda`, or `auto` with a driver)."""
-    device = config.get("device", "auto")
-    return device == "cuda" or (device == "auto" and shutil.which("nvidia-smi") is not None)
+def _type_of(node: Mapping[str, Any]) -> str:
+    if "enum" in node:
+        return " \\| ".join(f"`{v}`" for v in node["enum"])
+    kind = node["type"] if "type" in node else "object"
+    return " or ".join(kind) if isinstance(kind, list) else kind
 
 
-def torch_device(requested: str) -> str:
-    import torch
+def _default_of(node: Mapping[str, Any]) -> str:
+    if "default" not in node:
+        return "required"
+    text = yaml.safe_dump(node["default"], default_flow_style=True, width=200).removesuffix("\n...\n")
+    return f"`{text.strip()}`".replace("|", "\\|")
 
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("config asks for device `cuda` but torch sees no CUDA device")
-    if requested == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return requested
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="featdyn-config", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    show = commands.add_parser("show", help="print the effective config of a config file")
+    show.add_argument("configfile", nargs="?", default="config.yaml")
+    show.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a key")
+    commands.add_parser("docs", help="print the Markdown reference of every key (docs/config.md)")
+    args = parser.parse_args(argv)
+    if args.command == "docs":
+        sys.stdout.write(schema_docs())
+        return
+    overrides: dict[str, Any] = {}
+    for item in args.set:
+        dotted, _, value = item.partition("=")
+        *parents, last = dotted.split(".")
+        node = overrides
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = yaml.safe_load(value)
+    try:
+        config = load_config(args.configfile, overrides)
+    except ConfigError as error:
+        sys.exit(f"featdyn-config: {error}")
+    sys.stdout.write(yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
+
+
+if __name__ == "__main__":
+    main()

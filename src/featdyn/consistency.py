@@ -1,5 +1,5 @@
 """Per-sample temporal consistency of clean against noisy-label training on test and corrupted data
-(SPEC.md §2-3; paper 1, Sec. 5, Figs. 7, 16, 17 and Table 1).
+(docs/definitions.md §2-3; paper 1, Sec. 5, Figs. 7, 16, 17 and Table 1).
 
 The value compared is c(x; t − W, t), memory side, at the last reference epoch t of a composite file
 (`BandResult.sample_consistency`), for a window of W analysed epochs. `consistency_frame` gathers it
@@ -10,61 +10,14 @@ from many composite files into one tidy frame (one row per sample); `welch_consi
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from featdyn.composite import BandResult
-from featdyn.config import dataset_corruptions
-from featdyn.data import corrupted_set_name
 from featdyn.stats import reflected_kde, share_at_one, welch_markdown, welch_table
 
 GROUP = ["pair", "eval_set", "depth"]
-FIGURE_KINDS = ("noisy", "corruptions")
-FileKey = tuple[str, str, str, str, int]
-"""(pair, condition, run, eval set, depth) of a composite file the statistics read."""
-
-
-# --- which composite files the statistics read ------------------------------------------------------
-
-
-def stats_settings(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The `stats` config section, with defaults for the keys it leaves out."""
-    severities = (config.get("corruptions") or {}).get("severities", [5])
-    defaults = {
-        "window": (config.get("composite") or {}).get("window") or 10,
-        "eval_sets": ["test"],
-        "figure_eval_set": None,
-        "figure_corruptions": None,
-        "figure_severity": severities[-1],
-    }
-    return {**defaults, **(config.get("stats") or {})}
-
-
-def figure_eval_sets(config: Mapping[str, Any], pair: str, kind: str) -> list[str]:
-    """Panels of a clean vs. noisy figure. `noisy` (Fig. 7): the test set and `stats.figure_eval_set`;
-    `corruptions` (Figs. 16/17): `stats.figure_corruptions` (default: every corruption of the pair's
-    dataset) at `stats.figure_severity`."""
-    stats = stats_settings(config)
-    if kind == "noisy":
-        return ["test"] + ([stats["figure_eval_set"]] if stats["figure_eval_set"] else [])
-    dataset = config["runs"][config["pairs"][pair]["clean"]]["dataset"]
-    names = stats["figure_corruptions"] or dataset_corruptions(config, dataset)
-    return [corrupted_set_name(name, stats["figure_severity"]) for name in names]
-
-
-def consistency_keys(config: Mapping[str, Any], figure_depth: int) -> list[FileKey]:
-    """Every composite file of the statistics: the `stats.eval_sets` at every composite depth, the
-    figure panels at `figure_depth` only; each once, clean runs first."""
-    stats, depths = stats_settings(config), config["composite"]["depths"]
-    keys = []
-    for pair, runs in (config.get("pairs") or {}).items():
-        tested = [(e, d) for e in stats["eval_sets"] for d in depths]
-        panels = [(e, figure_depth) for kind in FIGURE_KINDS for e in figure_eval_sets(config, pair, kind)]
-        sets = list(dict.fromkeys(tested + panels))
-        keys += [(pair, side, runs[side], e, d) for side in ("clean", "noisy") for e, d in sets]
-    return keys
 
 
 # --- per-sample values and their summaries -----------------------------------------------------------

@@ -67,6 +67,18 @@ TORCHVISION: dict[str, TorchvisionSource] = {
 }
 EMBEDDED = {"mnist1d": 10, "digits": 10}
 SOURCES = sorted([*TORCHVISION, *EMBEDDED])
+CLASSES = {**{name: spec.classes for name, spec in TORCHVISION.items()}, **EMBEDDED}
+SAMPLE_SHAPES: dict[str, tuple[int, ...]] = {
+    "mnist": (1, 28, 28),
+    "fashion_mnist": (1, 28, 28),
+    "cifar10": (3, 32, 32),
+    "cifar100": (3, 32, 32),
+    "svhn": (3, 32, 32),
+    "stl10": (3, 96, 96),
+    "mnist1d": (40,),
+    "digits": (1, 8, 8),
+}
+"""Input shape of one sample (without the batch axis) per source, as the models see it."""
 
 
 class DatasetUnavailable(RuntimeError):
@@ -93,11 +105,12 @@ class Arrays:
 
 
 def fetch(source: str, options: Mapping[str, Any], cache_dir: str | os.PathLike) -> Arrays:
-    """Fetch dataset `source` with its config `options` (see the config schema)."""
+    """Fetch dataset `source` with its `datasets` entry `options` (defaults filled, as
+    `featdyn.config.dataset_entry` gives them) and the global `mirror_dirs`."""
     if source == "mnist1d":
-        return _mnist1d(int(options.get("num_samples", 4000)), int(options.get("seed", 42)))
+        return _mnist1d(int(options["num_samples"]), int(options["seed"]))
     if source == "digits":
-        return _digits(float(options.get("test_fraction", 0.2)), int(options.get("seed", 0)))
+        return _digits(float(options["test_fraction"]), int(options["seed"]))
     if source in TORCHVISION:
         return _torchvision(source, options, Path(cache_dir))
     raise ValueError(f"unknown dataset source {source!r}; available: {SOURCES}")
@@ -136,10 +149,10 @@ def _torchvision(source: str, options: Mapping[str, Any], cache_dir: Path) -> Ar
     spec = TORCHVISION[source]
     cls = getattr(tvd, spec.cls_name)
     root = cache_dir / source
-    _seed_from_local_copies(spec, source, root, options.get("mirror_dirs", []))
-    if options.get("mirrors"):  # URL mirrors (and their files' md5 sums), MNIST-style datasets
-        md5 = options.get("md5", {})
-        resources = [(name, md5.get(name, digest)) for name, digest in cls.resources]
+    _seed_from_local_copies(spec, source, root, options["mirror_dirs"])
+    if options["mirrors"]:  # URL mirrors (and their files' md5 sums), MNIST-style datasets
+        md5 = options["md5"]
+        resources = [(name, md5[name] if name in md5 else digest) for name, digest in cls.resources]
         cls = type(cls.__name__, (cls,), {"mirrors": list(options["mirrors"]), "resources": resources})
     try:
         parts = [cls(str(root), download=True, **_split_kwargs(spec, train)) for train in (True, False)]
@@ -188,7 +201,7 @@ def _place_raw_file(source: Path, target: Path, extract: bool) -> None:
 def _unavailable_message(
     source: str, spec: TorchvisionSource, options: Mapping[str, Any], root: Path, err: Exception
 ) -> str:
-    dirs = ", ".join(str(d) for d in options.get("mirror_dirs", [])) or "(none configured)"
+    dirs = ", ".join(str(d) for d in options["mirror_dirs"]) or "(none configured)"
     return (
         f"dataset {source!r} could not be downloaded ({type(err).__name__}: {str(err).splitlines()[0]}).\n"
         f"To run offline, put its raw files {', '.join(spec.raw_files)} into one of the local mirror "
@@ -383,7 +396,7 @@ def evaluation_set(
 
 
 # --- corrupted test sets -----------------------------------------------------------------------
-# Layout of `results/data/{dataset}-c.h5` (written by featdyn.corrupted): root dataset `y` (the test
+# Layout of `results/data/{dataset}-c.h5` (written by featdyn.corrupted_sets): root dataset `y` (the test
 # labels), one group `/{corruption}/{severity}` per corrupted set holding `x` in the raw format of
 # the clean file (uint8 (N, C, H, W) images, float32 (N, L) signals), attributes `corruptions`
 # (list of names) and `severities` (list of ints).

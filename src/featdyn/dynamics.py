@@ -1,4 +1,4 @@
-"""Feature dynamics and depth-wise interventions (SPEC.md §5-7; paper 1, Sec. 4.2, 4.5, App. B, F).
+"""Feature dynamics (docs/definitions.md §5-6; paper 1, Sec. 4.2, 4.5, App. B).
 
 - Trajectories (Fig. 6): the 2-D feature h^(t)(x) of a bottleneck network for every saved epoch t,
   beside the classification regions of the final network's deep part g^(T) on a grid of the plane.
@@ -7,9 +7,6 @@
   classified by g^(T); agreement with f^(T)(x) against a. The same unit draws u serve every a.
 - Drift (Fig. 11): `||θ_t − θ_T|| / ||θ_T||` per stage (trainable parameters only) and
   `mean_x ||h^(t)(x) − h^(T)(x)|| / ||h^(T)(x)||` per depth, T the last saved epoch.
-- Interventions (App. F): continuations from the checkpoint at epoch k with stages ≤ d frozen (d = 0:
-  the unfrozen continuation, same data order), and retraining after re-initialising the stages
-  deeper than d of the final network; clean accuracy and unnormalised mCE on corrupted test sets.
 
 Features of many epochs come from `CompositeEngine.shallow`, one vmapped call over stacked weights.
 """
@@ -17,7 +14,7 @@ Features of many epochs come from `CompositeEngine.shallow`, one vmapped call ov
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,23 +24,17 @@ import numpy as np
 import pandas as pd
 import torch
 
+from featdyn.batching import chunk_slices
 from featdyn.checkpoints import CheckpointStore
 from featdyn.composite import CompositeEngine
-from featdyn.data import Arrays, TensorData, corrupted_sets, normalize, read_corrupted_set, tensor_data
 from featdyn.io import atomic_h5, load_arrays, save_arrays
 from featdyn.models import Staged
-from featdyn.train import TrainSpec, evaluate, reinitialise_deep_stages, train_run
 
 Deep = Callable[[torch.Tensor], torch.Tensor]
 Limits = tuple[tuple[float, float], tuple[float, float]]
 
 
 # --- features of many epochs ---------------------------------------------------------------------
-
-
-def _chunks(total: int, size: int) -> list[slice]:
-    size = max(1, int(size))
-    return [slice(i, min(i + size, total)) for i in range(0, total, size)]
 
 
 def feature_engine(store: CheckpointStore, epochs: Sequence[int], depth: int, device: str) -> CompositeEngine:
@@ -59,7 +50,7 @@ def _rows_per_chunk(engine: CompositeEngine, x: torch.Tensor, memory_budget_mb: 
 
 def features_over_epochs(engine: CompositeEngine, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
     """h^(t)(x) for every epoch of the engine: (n_epochs, N, *feature_shape)."""
-    return torch.cat([engine.shallow(x[rows]) for rows in _chunks(len(x), batch_size)], dim=1)
+    return torch.cat([engine.shallow(x[rows]) for rows in chunk_slices(len(x), batch_size)], dim=1)
 
 
 def deep_part(model: Staged, depth: int) -> Deep:
@@ -71,7 +62,7 @@ def deep_part(model: Staged, depth: int) -> Deep:
 @torch.no_grad()
 def predict(deep: Deep, features: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
     """argmax of `deep` on a batch of features, in chunks."""
-    return torch.cat([deep(features[rows]).argmax(-1) for rows in _chunks(len(features), batch_size)])
+    return torch.cat([deep(features[rows]).argmax(-1) for rows in chunk_slices(len(features), batch_size)])
 
 
 # --- classification regions on a plane -----------------------------------------------------------
@@ -245,7 +236,7 @@ def perturbed_predictions(
     draws, m, p = noise.shape[0], features.shape[0], features.shape[1]
     rows_per_chunk = max(1, batch_size // draws)
     out = torch.empty(draws, m, dtype=torch.long, device=features.device)
-    for rows in _chunks(m, rows_per_chunk):
+    for rows in chunk_slices(m, rows_per_chunk):
         points = features[rows][None] + noise[:, rows] @ directions
         out[:, rows] = predict(deep, points.reshape(-1, p), batch_size).view(draws, -1)
     return out
@@ -365,7 +356,7 @@ def feature_drift(
     engine = feature_engine(store, epochs, depth, device)
     x = x.to(device)
     total = torch.zeros(len(epochs), dtype=torch.float64, device=device)
-    for rows in _chunks(len(x), _rows_per_chunk(engine, x, memory_budget_mb)):
+    for rows in chunk_slices(len(x), _rows_per_chunk(engine, x, memory_budget_mb)):
         feats = engine.shallow(x[rows]).flatten(2).double()  # (E, b, p)
         reference = feats[-1]
         total += ((feats - reference).norm(dim=2) / reference.norm(dim=1).clamp_min(1e-12)).sum(1)
@@ -464,175 +455,3 @@ def drift_frames(drifts: Mapping[str, Drift]) -> tuple[pd.DataFrame, pd.DataFram
             )
         )
     return pd.concat(params, ignore_index=True), pd.concat(feats, ignore_index=True)
-
-
-# --- interventions (App. F) ----------------------------------------------------------------------
-
-
-def run_tensors(store: CheckpointStore, arrays: Arrays, device: str = "cpu") -> TensorData:
-    """The run's training tensors with the (possibly noisy) labels it was trained on."""
-    return tensor_data(arrays, device, train_labels=store.labels["train"])
-
-
-def continue_frozen(
-    store: CheckpointStore,
-    data: TensorData,
-    spec: TrainSpec,
-    from_epoch: int,
-    frozen_depth: int,
-    *,
-    state_dir: str | Path,
-    out_path: str | Path,
-    provenance: Mapping[str, Any],
-    device: str = "cpu",
-    progress: bool = False,
-) -> pd.DataFrame:
-    """Continue the run from its checkpoint at `from_epoch` to `spec.epochs` with stages ≤ d frozen.
-
-    Weights, optimizer state and the per-epoch data order are those of the original run, so
-    `frozen_depth = 0` replays it (bitwise on a CPU).
-    """
-    model = store.build_model()
-    model.load_state_dict(store.state_dict(from_epoch))
-    continuation = dataclasses.replace(spec, start_epoch=from_epoch, frozen_depth=frozen_depth)
-    return _train_from_store(
-        store,
-        model.to(device),
-        data,
-        continuation,
-        state_dir,
-        out_path,
-        provenance,
-        progress,
-        optimizer_state=store.optimizer_state(from_epoch),
-    )
-
-
-def retrain_reinitialised(
-    store: CheckpointStore,
-    data: TensorData,
-    spec: TrainSpec,
-    kept_depth: int,
-    epochs: int,
-    init_seed: int,
-    *,
-    state_dir: str | Path,
-    out_path: str | Path,
-    provenance: Mapping[str, Any],
-    device: str = "cpu",
-    progress: bool = False,
-) -> pd.DataFrame:
-    """Keep stages ≤ d of the final network (frozen), re-initialise the rest (seeded), retrain."""
-    model = store.model_at(store.epochs[-1])
-    torch.manual_seed(init_seed)
-    reinitialise_deep_stages(model, store.build_model(), kept_depth)
-    retrain = dataclasses.replace(
-        spec, epochs=epochs, save_every=epochs, start_epoch=0, frozen_depth=kept_depth
-    )
-    return _train_from_store(
-        store, model.to(device), data, retrain, state_dir, out_path, provenance, progress
-    )
-
-
-def _train_from_store(
-    store: CheckpointStore,
-    model: Staged,
-    data: TensorData,
-    spec: TrainSpec,
-    state_dir: str | Path,
-    out_path: str | Path,
-    provenance: Mapping[str, Any],
-    progress: bool,
-    optimizer_state: Mapping[str, Any] | None = None,
-) -> pd.DataFrame:
-    """Train `model` with the run's model spec and labels (the one training loop, `train_run`)."""
-    return train_run(
-        model,
-        data,
-        spec,
-        state_dir=state_dir,
-        out_path=out_path,
-        model_spec=store.model_spec,
-        labels=store.labels,
-        provenance=provenance,
-        optimizer_state=optimizer_state,
-        progress=progress,
-    )
-
-
-def final_network(path: str | Path, device: str = "cpu") -> Staged:
-    """The last saved network of a checkpoint store, in eval mode."""
-    store = CheckpointStore(path)
-    return store.model_at(store.epochs[-1], device)
-
-
-CorruptedSet = tuple[str, int, torch.Tensor, torch.Tensor]
-
-
-def load_corrupted_sets(
-    path: str | Path, mean: torch.Tensor, std: torch.Tensor, device: str = "cpu"
-) -> list[CorruptedSet]:
-    """Every corrupted test set of a `{dataset}-c.h5` file, normalised with the clean training statistics."""
-    out = []
-    for corruption, severity in corrupted_sets(path):
-        raw_x, y = read_corrupted_set(path, corruption, severity)
-        x = normalize(raw_x, mean, std).to(device)
-        out.append((corruption, severity, x, torch.as_tensor(y, dtype=torch.long, device=device)))
-    return out
-
-
-def corruption_errors(model: Staged, sets: Iterable[CorruptedSet], batch_size: int = 1024) -> pd.DataFrame:
-    """Error (%) of `model` on each corrupted set: columns corruption, severity, error."""
-    rows = [
-        {"corruption": c, "severity": s, "error": 100 * (1 - evaluate(model, x, y, batch_size)[1])}
-        for c, s, x, y in sets
-    ]
-    return pd.DataFrame(rows, columns=["corruption", "severity", "error"])
-
-
-def mean_corruption_error(errors: pd.DataFrame) -> float:
-    """Unnormalised mCE: the mean error (%) over every corruption type and severity."""
-    return float(errors["error"].mean())
-
-
-def robustness_row(
-    model: Staged, data: TensorData, sets: Sequence[CorruptedSet], batch_size: int = 1024
-) -> tuple[dict[str, float], pd.DataFrame]:
-    """Clean test accuracy (%) and mCE (%) of a network, and its per-set errors."""
-    errors = corruption_errors(model, sets, batch_size)
-    accuracy = 100 * evaluate(model, data.x_test, data.y_test, batch_size)[1]
-    row = {"clean_accuracy": accuracy, "clean_error": 100 - accuracy, "mce": mean_corruption_error(errors)}
-    return row, errors
-
-
-def reinit_tables(
-    run: str,
-    baseline: Staged,
-    retrained: Mapping[int, Staged],
-    retrain_epochs: int,
-    data: TensorData,
-    sets: Sequence[CorruptedSet],
-    batch_size: int = 1024,
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Clean accuracy and mCE of the final network and of each re-initialised one (kept depth d → model).
-
-    Returns the summary (one row per network) and the per-set errors.
-    """
-    networks = {"baseline": (baseline, baseline.n_stages, 0)}
-    networks |= {f"reinit_d{d}": (model, d, retrain_epochs) for d, model in retrained.items()}
-    summary, details = [], []
-    for name, (model, kept, epochs) in networks.items():
-        row, errors = robustness_row(model, data, sets, batch_size)
-        summary.append({"run": run, "network": name, "kept_depth": kept, "retrain_epochs": epochs, **row})
-        details.append(errors.assign(run=run, network=name))
-    columns = ["run", "network", "corruption", "severity", "error"]
-    return pd.DataFrame(summary), pd.concat(details, ignore_index=True)[columns]
-
-
-def freeze_curves(original: pd.DataFrame, continuations: Mapping[int, pd.DataFrame]) -> pd.DataFrame:
-    """Tidy (network, epoch, test_acc) of the original run and its continuations by frozen depth d."""
-    frames = [original.assign(network="original")]
-    for depth, metrics in sorted(continuations.items()):
-        name = "continued, nothing frozen" if depth == 0 else f"continued, stages ≤ {depth} frozen"
-        frames.append(metrics.assign(network=name))
-    return pd.concat(frames, ignore_index=True)[["network", "epoch", "test_acc"]]

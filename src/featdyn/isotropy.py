@@ -1,4 +1,4 @@
-"""SGD-noise anisotropy (SPEC.md §4; paper 1, Sec. 6 and App. E).
+"""Sphericity statistics of SGD-noise perturbations (docs/definitions.md §4; paper 1, Sec. 6, App. E).
 
 Statistics of M feature perturbations `delta` (M, p), all in float64:
 
@@ -15,38 +15,21 @@ Statistics of M feature perturbations `delta` (M, p), all in float64:
   the mean, valid for p ≫ M), Û = p T2 / T1² − 1 and M Û / 2 → N(0, 1) under sphericity; one-sided.
   The sums over distinct indices are reduced to Gram-matrix algebra: O(M² p), not O(M⁴).
 
-The one-step protocol `one_step_perturbations` measures Δh_m(x) = h_{θ'_m}(x) − h_{θ_t}(x) for
-θ'_m = θ_t − η ∇L_{B_m}(θ_t) on M seeded mini-batches (one batched backward pass each, then the M
-stepped shallow parts in a vmap over stacked parameters). `isotropy_at_checkpoint` is the pipeline
-stage: one run's checkpoint at one epoch and one split depth, with the run's own learning rate,
-batch size and training labels; `write_isotropy` stores it.
+The perturbations themselves come from `featdyn.sgd_noise`.
 """
 
 from __future__ import annotations
 
-import copy
 import os
-import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-import h5py
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from scipy import stats
-from torch import nn
-from torch.func import functional_call, vmap
 
-from featdyn.checkpoints import CheckpointStore
-from featdyn.composite import read_memory_window
-from featdyn.config import analysed_runs
-from featdyn.data import Arrays, subset_indices, tensor_data
-from featdyn.io import atomic_h5, atomic_path, load_arrays, save_arrays
-from featdyn.train import TrainSpec
+from featdyn.io import atomic_path
 
 TOP_K = 5
 NULL_CHUNK_ELEMENTS = 1 << 22
@@ -145,9 +128,6 @@ def perturbation_stats(delta: np.ndarray, null: np.ndarray | None = None) -> dic
     return result
 
 
-# --- isotropic Gaussian null -------------------------------------------------------------------
-
-
 def wishart_bartlett_factors(rng: np.random.Generator, count: int, k: int, dof: int) -> np.ndarray:
     """`count` lower-triangular Bartlett factors A with A Aᵀ ~ Wishart_k(dof, I) (needs dof ≥ k).
 
@@ -222,362 +202,6 @@ def isotropic_reference_spectrum(M: int, p: int, total_variance: float, seed: in
     return eigenvalues * (total_variance / eigenvalues.sum())
 
 
-# --- one-step SGD perturbations ----------------------------------------------------------------
-
-Reduce = Literal["gap", "proj"]
-
-
-def minibatch_indices(n: int, batch_size: int, M: int, seed: int) -> np.ndarray:
-    """(M, batch_size) training indices: M independent mini-batches drawn without replacement."""
-    if batch_size > n:
-        raise ValueError(f"batch_size {batch_size} exceeds the {n} training samples")
-    rng = np.random.default_rng(seed)
-    return np.stack([rng.choice(n, size=batch_size, replace=False) for _ in range(M)])
-
-
-def without_running_stats(net: nn.Module) -> nn.Module:
-    """Make every BatchNorm of `net` use batch statistics only, so no gradient step writes a buffer."""
-    for module in net.modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            module.track_running_stats = False
-            module.running_mean = None
-            module.running_var = None
-            module.num_batches_tracked = None
-    return net
-
-
-def random_orthonormal_projection(dim: int, p: int, seed: int) -> torch.Tensor:
-    """(dim, p) matrix with orthonormal columns, from a seeded CPU generator (device independent).
-
-    Orthonormal columns map isotropic noise to isotropic noise, so the projection adds no anisotropy.
-    """
-    generator = torch.Generator().manual_seed(seed)
-    gaussian = torch.randn(dim, p, generator=generator, dtype=torch.float64)
-    return torch.linalg.qr(gaussian).Q
-
-
-def feature_reducer(
-    feature_shape: tuple[int, ...], n_probe: int, reduce: Reduce, p_max: int, projection_seed: int
-) -> tuple[Callable[[torch.Tensor], torch.Tensor], dict[str, Any]]:
-    """A map from features (c, n_probe, *feature_shape) to (c, p), and its description.
-
-    "gap" averages conv maps over their spatial dimensions (one value per channel); "proj" keeps them
-    whole. The probe samples' features are then concatenated, probe-major (index = probe · f + j);
-    when that vector is longer than `p_max` it is mapped by a fixed seeded orthonormal projection.
-    """
-    if reduce not in ("gap", "proj"):
-        raise ValueError(f"reduce must be 'gap' or 'proj', got {reduce!r}")
-    pooled = reduce == "gap" and len(feature_shape) > 1
-    per_probe = feature_shape[0] if pooled else int(np.prod(feature_shape))
-    raw_dim = n_probe * per_probe
-    projection = random_orthonormal_projection(raw_dim, p_max, projection_seed) if raw_dim > p_max else None
-    spatial_dims = tuple(range(3, 2 + len(feature_shape)))
-
-    def reducer(features: torch.Tensor) -> torch.Tensor:
-        if pooled:
-            features = features.mean(dim=spatial_dims)
-        flat = features.reshape(features.shape[0], raw_dim)
-        return flat if projection is None else flat @ projection.to(flat.device, flat.dtype)
-
-    info = {
-        "reduce": reduce,
-        "pooled": pooled,
-        "projected": projection is not None,
-        "projection_seed": projection_seed,
-        "feature_shape": feature_shape,
-        "features_per_probe": per_probe,
-        "raw_dim": raw_dim,
-        "p": raw_dim if projection is None else p_max,
-        "layout": "probe-major concatenation"
-        + (", then orthonormal projection" if projection is not None else ""),
-    }
-    return reducer, info
-
-
-def param_requires_grad(model: nn.Module, sequential_name: str) -> bool:
-    """Whether the model parameter named `i.rest` inside `nn.Sequential(*model.stages)` is trainable."""
-    return model.stages.get_parameter(sequential_name).requires_grad
-
-
-def minibatch_gradients(
-    net: nn.Module,
-    params: Mapping[str, torch.Tensor],
-    train_x: torch.Tensor,
-    train_y: torch.Tensor,
-    indices: np.ndarray,
-) -> dict[str, torch.Tensor]:
-    """Cross-entropy gradients of `params` (a subset of `net`'s parameters) on each mini-batch.
-
-    One batched forward and backward pass per mini-batch (row of `indices`), in `net`'s current mode;
-    returns every gradient stacked on a leading mini-batch axis.
-    """
-    names, tensors = list(params), list(params.values())
-    device = tensors[0].device
-    rows = []
-    for batch in torch.as_tensor(indices, device=train_x.device):
-        xb = train_x[batch].to(device=device, dtype=tensors[0].dtype)
-        loss = F.cross_entropy(net(xb), train_y[batch].to(device=device, dtype=torch.long))
-        rows.append(torch.autograd.grad(loss, tensors))
-    return {name: torch.stack([row[i] for row in rows]) for i, name in enumerate(names)}
-
-
-def one_step_perturbations(
-    model: nn.Module,
-    depth: int,
-    train_x: torch.Tensor,
-    train_y: torch.Tensor,
-    probe_x: torch.Tensor,
-    lr: float,
-    batch_size: int,
-    M: int = 200,
-    seed: int = 0,
-    reduce: Reduce = "gap",
-    p_max: int = 512,
-    projection_seed: int = 0,
-    chunk_size: int = 50,
-    dtype: torch.dtype = torch.float64,
-    grad_dtype: torch.dtype | None = None,
-) -> tuple[np.ndarray, dict[str, Any]]:
-    """Feature perturbations Δh_m of one plain SGD step on each of M seeded mini-batches.
-
-    From the model's current weights θ_t: θ'_m = θ_t − lr ∇L_{B_m}(θ_t) (cross-entropy, no momentum,
-    no weight decay; only trainable parameters move, and only the shallow ones matter for h). The
-    gradient is taken with BatchNorm on batch statistics and Dropout active, with an independent
-    seeded mask per mini-batch; running statistics are never written. Δh_m = h_{θ'_m}(probe_x) −
-    h_{θ_t}(probe_x) for h = stages[:depth] in eval mode (running statistics, no dropout), reduced by
-    `feature_reducer`. The paper fixes one probe sample; several are concatenated probe-major.
-
-    Works on copies in `dtype` (float64 by default, so that the difference of two forward passes is
-    not rounding noise); the model itself, its buffers, mode and the global RNG state are untouched.
-    The gradients may be taken in a cheaper `grad_dtype` (default: `dtype`): they are cast to `dtype`
-    before the step, so only the step's direction carries that precision, not the feature difference.
-    Each gradient is one batched backward pass (`minibatch_gradients`; torch.func.grad would import
-    torch._dynamo, seconds per process, for no speed-up); the M stepped shallow parts are evaluated
-    with vmap over stacked parameters, `chunk_size` at a time.
-    Returns delta (M, p) float64 and an info dict (reduction, p, seeds, indices, ...).
-    """
-    n_stages = len(model.stages)
-    if not 1 <= depth < n_stages:
-        raise ValueError(f"split depth {depth} is not in 1..{n_stages - 1}")
-    device = next(model.parameters()).device
-    grad_dtype = grad_dtype or dtype
-    grad_net = without_running_stats(copy.deepcopy(nn.Sequential(*model.stages))).to(grad_dtype).train()
-    shallow_net = copy.deepcopy(nn.Sequential(*model.stages[:depth])).to(dtype).eval()
-    shallow_params = {name: param.detach() for name, param in shallow_net.named_parameters()}
-    trainable = [name for name in shallow_params if param_requires_grad(model, name)]
-    shallow_buffers = dict(shallow_net.named_buffers())
-    probe = probe_x.to(device=device, dtype=dtype)
-
-    def features(stepped: dict[str, torch.Tensor]) -> torch.Tensor:
-        return functional_call(shallow_net, {**shallow_params, **stepped, **shallow_buffers}, (probe,))
-
-    indices = minibatch_indices(len(train_x), batch_size, M, seed)
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
-        grads = minibatch_gradients(
-            grad_net, {name: grad_net.get_parameter(name) for name in trainable}, train_x, train_y, indices
-        )
-    with torch.no_grad():
-        reference = shallow_net(probe)
-        reducer, info = feature_reducer(
-            tuple(reference.shape[1:]), len(probe), reduce, p_max, projection_seed
-        )
-        chunks = []
-        for start in range(0, M, chunk_size):
-            stepped = {
-                name: shallow_params[name] - lr * grads[name][start : start + chunk_size].to(dtype)
-                for name in trainable
-            }
-            chunks.append(reducer(vmap(features)(stepped) - reference).cpu())
-    delta = torch.cat(chunks).numpy().astype(np.float64)
-    info.update(
-        M=M,
-        depth=depth,
-        lr=lr,
-        batch_size=batch_size,
-        seed=seed,
-        dtype=str(dtype),
-        grad_dtype=str(grad_dtype),
-        n_probe=len(probe),
-    )
-    info["batch_indices"] = indices
-    return delta, info
-
-
-# --- pipeline stage: one checkpoint, one split depth ---------------------------------------------
-
-PRECISIONS = {"fp32": torch.float32, "fp64": torch.float64}
-ARRAY_KEYS = ("eigenvalues", "isotropic_eigenvalues", "top_shares", "delta", "probe_indices")
-
-
-@dataclass(frozen=True)
-class IsotropySettings:
-    """The `isotropy` config section (sizes, reduction, seeds), with the defaults of SPEC.md §4."""
-
-    M: int = 200
-    n_probe: int = 8
-    reduce: Reduce = "gap"
-    p_max: int = 512
-    B: int = 2000
-    seed: int = 0
-    chunk_size: int = 50
-    grad_precision: str = "fp32"
-
-    @classmethod
-    def from_config(cls, section: Mapping[str, Any], default_seed: int = 0) -> IsotropySettings:
-        return cls(**{"seed": default_seed, **job_settings(section)})
-
-
-def job_settings(section: Mapping[str, Any]) -> dict[str, Any]:
-    """The keys of the `isotropy` section one checkpoint's job depends on (not runs, epochs, depths)."""
-    return {k: v for k, v in section.items() if k in IsotropySettings.__dataclass_fields__}
-
-
-def analysed_checkpoint_epochs(
-    saved: Sequence[int], epochs: Sequence[int] | None, stride: int = 1
-) -> list[int]:
-    """The configured `epochs`, or else every `stride`-th saved epoch, always ending at the last one."""
-    if epochs:
-        return sorted(epochs)
-    return list(saved)[::-1][::stride][::-1]
-
-
-def run_isotropy_epochs(config: Mapping[str, Any], run: str) -> list[int]:
-    """Checkpoint epochs the `isotropy` section analyses for `run` (its `epochs`, or a stride)."""
-    section, run_cfg = config.get("isotropy") or {}, config["runs"][run]
-    saved = TrainSpec.from_config(run_cfg, config["recipes"][run_cfg["recipe"]]).saved_epochs()
-    return analysed_checkpoint_epochs(saved, section.get("epochs"), section.get("stride", 1))
-
-
-def isotropy_keys(config: Mapping[str, Any], figure_only: bool = False) -> list[tuple[str, int, int]]:
-    """(run, epoch, depth) of every isotropy file, in a fixed order; with `figure_only`, only the
-    spectrum figure's epoch (`figure_epoch`, else each run's last analysed epoch)."""
-    section = config.get("isotropy") or {}
-    keys = []
-    for run in analysed_runs(config, "isotropy") if section else []:
-        epochs = run_isotropy_epochs(config, run)
-        if figure_only:
-            figure_epoch = section.get("figure_epoch")
-            epochs = [epochs[-1] if figure_epoch is None else figure_epoch]
-        keys += [(run, epoch, depth) for epoch in epochs for depth in section["depths"]]
-    return keys
-
-
-def memory_depths(config: Mapping[str, Any], run: str) -> list[int]:
-    """The isotropy depths whose memory window the composite stage computes for `run` (maybe none)."""
-    composite = config.get("composite") or {}
-    if not composite or run not in analysed_runs(config, "composite"):
-        return []
-    return [d for d in config["isotropy"]["depths"] if d in composite.get("depths", [])]
-
-
-def learning_rate_at(store: CheckpointStore, epoch: int) -> float:
-    """The run's learning rate at `epoch`: the `lr` column of the store's metrics."""
-    rows = store.metrics.loc[store.metrics["epoch"] == epoch, "lr"]
-    if rows.empty:
-        raise KeyError(f"no metrics row for epoch {epoch} in {store.path}")
-    return float(rows.iloc[0])
-
-
-def minibatch_seed(seed: int, epoch: int) -> int:
-    """Seed of the M mini-batches at `epoch`: shared by every depth, different for every epoch."""
-    return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
-
-
-def isotropy_at_checkpoint(
-    store: CheckpointStore,
-    arrays: Arrays,
-    epoch: int,
-    depth: int,
-    batch_size: int,
-    settings: IsotropySettings,
-    cache_dir: str | os.PathLike | None = None,
-    device: str | torch.device = "cpu",
-) -> dict[str, Any]:
-    """One-step perturbations of a run's checkpoint at `epoch`, split depth `depth`, and their statistics.
-
-    The gradient uses the run's own training labels (noisy ones for a noisy-label run), its learning
-    rate at `epoch` and `batch_size`; the probe inputs are a seeded subset of `n_probe` training samples.
-    Returns the `perturbation_stats` of the M perturbations with the bootstrap p-value (null cached
-    under `cache_dir`), the isotropic reference spectrum of equal total variance, the perturbations,
-    and what made them (epoch, depth, lr, seeds, reduction, seconds).
-    """
-    start = time.perf_counter()
-    data = tensor_data(arrays, device, train_labels=store.labels["train"])
-    probe_indices = subset_indices(len(data.y_train), settings.n_probe, settings.seed)
-    lr = learning_rate_at(store, epoch)
-    batches_seed = minibatch_seed(settings.seed, epoch)
-    delta, info = one_step_perturbations(
-        store.model_at(epoch, device),
-        depth,
-        data.x_train,
-        data.y_train,
-        data.x_train[torch.from_numpy(probe_indices).to(data.x_train.device)],
-        lr=lr,
-        batch_size=batch_size,
-        M=settings.M,
-        seed=batches_seed,
-        reduce=settings.reduce,
-        p_max=settings.p_max,
-        projection_seed=settings.seed,
-        chunk_size=settings.chunk_size,
-        grad_dtype=PRECISIONS[settings.grad_precision],
-    )
-    null = isotropic_null(settings.M, info["p"], settings.B, settings.seed, cache_dir)
-    result = perturbation_stats(delta, null)
-    result.update(
-        isotropic_eigenvalues=isotropic_reference_spectrum(
-            settings.M, info["p"], result["total_variance"], settings.seed
-        ),
-        delta=delta,
-        probe_indices=probe_indices,
-        epoch=epoch,
-        depth=depth,
-        lr=lr,
-        batch_size=batch_size,
-        B=settings.B,
-        null_T_mean=float(null.mean()),
-        null_T_q95=float(np.quantile(null, 0.95)),
-        minibatch_seed=batches_seed,
-        n_probe=len(probe_indices),
-        reduce=info["reduce"],
-        pooled=info["pooled"],
-        projected=info["projected"],
-        raw_dim=info["raw_dim"],
-        features_per_probe=info["features_per_probe"],
-        projection_seed=info["projection_seed"],
-        grad_dtype=info["grad_dtype"],
-        dtype=info["dtype"],
-        seconds=time.perf_counter() - start,
-    )
-    return result
-
-
-def write_isotropy(result: Mapping[str, Any], path: str | os.PathLike, provenance: Mapping[str, Any]) -> None:
-    """One HDF5 file: the arrays of `ARRAY_KEYS` as datasets, every scalar as an attribute."""
-    with atomic_h5(path, provenance) as f:
-        save_arrays(f, {key: result[key] for key in ARRAY_KEYS})
-        f.attrs.update({key: value for key, value in result.items() if key not in ARRAY_KEYS})
-
-
-def read_isotropy(path: str | os.PathLike) -> dict[str, Any]:
-    with h5py.File(path, "r") as f:
-        scalars = {
-            key: value.item() if isinstance(value, np.generic) else value for key, value in f.attrs.items()
-        }
-        return {**scalars, **load_arrays(f)}
-
-
-def isotropy_row(result: Mapping[str, Any], run: str) -> dict[str, Any]:
-    """One table row: the run, every scalar statistic and p-value, and the top-5 eigenvalue shares."""
-    scalars = {
-        k: v for k, v in result.items() if k not in ARRAY_KEYS and k not in ("config", "featdyn_version")
-    }
-    shares = np.full(TOP_K, np.nan)
-    shares[: len(result["top_shares"])] = result["top_shares"]
-    return {"run": run, **scalars, **{f"top_share_{i + 1}": share for i, share in enumerate(shares)}}
-
-
 def top_share_frame(table: pd.DataFrame) -> pd.DataFrame:
     """Tidy top-5 eigenvalue shares (columns run, depth, epoch, rank, share) from the isotropy table."""
     columns = [f"top_share_{i + 1}" for i in range(TOP_K)]
@@ -586,21 +210,3 @@ def top_share_frame(table: pd.DataFrame) -> pd.DataFrame:
     )
     tidy["rank"] = tidy["rank"].str.removeprefix("top_share_").astype(int)
     return tidy
-
-
-def memory_window_frame(bands: Mapping[int, str | os.PathLike]) -> pd.DataFrame:
-    """Memory window W(t) of composite files given per split depth.
-
-    Columns depth, epoch, memory_window and censored (the window reached the band's edge or epoch 0,
-    so it is a lower bound).
-    """
-    frames = []
-    for depth, path in bands.items():
-        epochs, window = read_memory_window(path)
-        with h5py.File(path, "r") as f:
-            censored = f["memory_window_censored"][()].astype(bool)
-        frames.append(
-            pd.DataFrame({"depth": depth, "epoch": epochs, "memory_window": window, "censored": censored})
-        )
-    columns = ["depth", "epoch", "memory_window", "censored"]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)

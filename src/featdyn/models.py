@@ -1,4 +1,4 @@
-"""Models as explicit chains of stages (SPEC.md notation `f = f_K ∘ … ∘ f_1`).
+"""Models as explicit chains of stages (docs/definitions.md notation `f = f_K ∘ … ∘ f_1`).
 
 Every model is a `Staged` network: `model.stages` is an `nn.ModuleList` and `model(x)` applies the
 stages in order. A split depth d cuts it into a shallow part `stages[:d]` and a deep part `stages[d:]`.

@@ -1,4 +1,4 @@
-"""Noise × nonlinearity phase diagram (SPEC §9; paper 2, Fig. 1 and SM S3).
+"""Noise × nonlinearity phase diagram (docs/definitions.md §9; paper 2, Fig. 1 and SM S3).
 
 A *cell* is one (noise axis, level, LeakyReLU slope α) of the sweep. `run_cell` trains paper 2's deep BN
 MLP for every seed of the cell with the project's training loop (`featdyn.train.train_epoch`), starting
@@ -20,7 +20,6 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import h5py
@@ -31,8 +30,6 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from featdyn.data import (
-    DEBIAN_DATASET_DIRS,
-    TORCHVISION,
     Arrays,
     TensorData,
     normalizer,
@@ -46,8 +43,6 @@ from featdyn.train import Recipe, TrainSpec, epoch_seed, evaluate, make_optimize
 
 NOISE_AXES = ("label_noise", "lr", "dropout", "batch_size")
 """The noise axes of paper 2, Fig. 1 (a)-(d)."""
-
-FALLBACK_DATASET = "mnist1d"
 
 
 @dataclass(frozen=True)
@@ -64,14 +59,9 @@ class CellSettings:
     width: int = 100
     n_hidden: int = 7
     image_size: int | None = None
-    curve_every: int = 1
+    curve_every: int = 5
     include_output: bool = False
     eval_batch_size: int = 4096
-
-    @classmethod
-    def from_config(cls, section: Mapping[str, Any]) -> CellSettings:
-        """The base settings of config section `phase` (its keys named like the fields)."""
-        return cls(**{k: v for k, v in section.items() if k in cls.__dataclass_fields__})
 
     def at(self, axis: str, level: float) -> CellSettings:
         """These settings with noise axis `axis` set to `level`."""
@@ -110,16 +100,6 @@ BASE_CELL = "base"
 """Name of the cell at the base recipe: a level equal to its axis's base value is that same training."""
 
 
-def grid_cells(section: Mapping[str, Any]) -> list[tuple[str, float, float]]:
-    """Every (axis, level, α) of the sweep configured in section `phase`, in config order."""
-    return [
-        (axis, float(level), float(alpha))
-        for axis, levels in section["axes"].items()
-        for level in levels
-        for alpha in section["alphas"]
-    ]
-
-
 def cell_name(settings: CellSettings, axis: str, level: float) -> str:
     """`base` where `level` is the base value of `axis`, else `{axis}-{level:g}` (e.g. `lr-0.0001`)."""
     return BASE_CELL if float(getattr(settings, axis)) == float(level) else f"{axis}-{level:g}"
@@ -139,39 +119,6 @@ def cell_settings(settings: CellSettings, name: str) -> CellSettings:
 
 
 # --- data --------------------------------------------------------------------------------------
-
-
-def locally_available(
-    source: str, mirror_dirs: Sequence[str | os.PathLike], cache_dir: str | os.PathLike
-) -> bool:
-    """Whether every raw file of a torchvision dataset is on disk (mirrors, Debian's folder, the cache)."""
-    if source not in TORCHVISION:
-        return False
-    spec = TORCHVISION[source]
-    folders = [Path(d) / source for d in mirror_dirs] + [Path(d) for d in mirror_dirs]
-    folders.append(Path(cache_dir) / source / spec.raw_subdir)
-    if source in DEBIAN_DATASET_DIRS:
-        folders.append(Path(DEBIAN_DATASET_DIRS[source]))
-    return any(all((folder / name).is_file() for name in spec.raw_files) for folder in folders)
-
-
-def resolve_dataset(config: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
-    """The dataset key of the phase sweep and its `datasets` entry, resolved when the workflow is parsed.
-
-    `phase.dataset` is a key of `datasets`, a source name, or `auto`: Fashion-MNIST if its raw files are on
-    disk (mirror_dirs, Debian's /usr/share/datasets, cache_dir), else MNIST-1D.
-    """
-    datasets = config.get("datasets", {})
-    name = config.get("phase", {}).get("dataset", "auto")
-    if name == "auto":
-        offline = locally_available(
-            "fashion_mnist", config.get("mirror_dirs", []), config.get("cache_dir", "")
-        )
-        name = "fashion_mnist" if offline else FALLBACK_DATASET
-    if name in datasets:
-        return name, dict(datasets[name])
-    sources = [key for key, entry in datasets.items() if entry.get("source") == name]
-    return (sources[0], dict(datasets[sources[0]])) if sources else (name, {"source": name})
 
 
 def resize_images(x: torch.Tensor, size: int | None) -> torch.Tensor:

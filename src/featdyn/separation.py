@@ -1,4 +1,4 @@
-"""Layer-wise data separation (SPEC §9): D_l = log(Tr Σ_w / Tr Σ_b), He & Su's Tr(Σ_w Σ_b⁺), load curves.
+"""Layer-wise data separation (docs/definitions.md §9): D_l = log(Tr Σ_w / Tr Σ_b), Tr(Σ_w Σ_b⁺), load curves.
 
 Everything is accumulated in float64 from batches, so a layer with many features over many samples never
 has to sit in memory at once, and no p×p matrix is ever formed: Σ_b has rank K−1 and its factor U

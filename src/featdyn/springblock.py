@@ -1,4 +1,4 @@
-"""Spring–block chain with asymmetric friction (SPEC §10; paper 2, Eq. 4-8 and SM S6).
+"""Spring–block chain with asymmetric friction (docs/definitions.md §10; paper 2, Eq. 4-8 and SM S6).
 
 Blocks l = 1 … L sit at x_l on a line, x_0 = 0 is the wall and x_{L+1} = y the target pulling the last
 spring. The elastic force on block l is k (x_{l+1} − 2 x_l + x_{l−1}); spring l's elongation x_l − x_{l−1}
@@ -173,7 +173,7 @@ def simulate_langevin(
     return _evolve(padded, advance, n_steps, record_every)
 
 
-def load_curve(x: ArrayLike, y: float = 1.0) -> np.ndarray:
+def spring_load_curve(x: ArrayLike, y: float = 1.0) -> np.ndarray:
     """Distance to the target y − x_l for l = 0 (the wall, x_0 = 0) … L, along the last axis."""
     x = np.asarray(x, dtype=np.float64)
     return y - np.concatenate([np.zeros_like(x[..., :1]), x], axis=-1)
@@ -232,6 +232,7 @@ def phase_diagram(
     n_blocks: int = 7,
     n_chains: int = 16,
     n_steps: int = 10_000,
+    y: float = 1.0,
     seed: int = 0,
     **simulate_options: object,
 ) -> pd.DataFrame:
@@ -242,7 +243,6 @@ def phase_diagram(
     """
     eps = np.asarray(noise_levels, dtype=np.float64)[:, None]
     asymmetry = np.asarray(friction_asymmetries, dtype=np.float64)[None, :]
-    y = float(simulate_options.get("y", 1.0))
     run = simulate(
         eps,
         asymmetry * mu_r,
@@ -250,10 +250,11 @@ def phase_diagram(
         n_blocks=n_blocks,
         n_chains=n_chains,
         n_steps=n_steps,
+        y=y,
         seed=seed,
         **simulate_options,
     )
-    per_chain = curvature(load_curve(run.x, y))
+    per_chain = curvature(spring_load_curve(run.x, y))
     mean_x = run.x.mean(axis=-2)
     eps, asymmetry = np.broadcast_arrays(eps, asymmetry)
     frame = pd.DataFrame(
@@ -262,7 +263,7 @@ def phase_diagram(
             "asymmetry": asymmetry.ravel(),
             "mu_l": asymmetry.ravel() * mu_r,
             "mu_r": mu_r,
-            "curvature": curvature(load_curve(mean_x, y)).ravel(),
+            "curvature": curvature(spring_load_curve(mean_x, y)).ravel(),
             "curvature_sd": per_chain.std(axis=-1).ravel(),
             "y": y,
         }
@@ -278,8 +279,8 @@ SIMULATION_KEYS = ("n_blocks", "k", "eta", "y", "n_steps", "noise", "truncation"
 
 
 def simulation_options(section: Mapping[str, Any]) -> dict[str, Any]:
-    """The `simulate` options given in config section `springblock`."""
-    return {key: section[key] for key in SIMULATION_KEYS if key in section}
+    """The `simulate` options of config section `springblock`."""
+    return {key: section[key] for key in SIMULATION_KEYS}
 
 
 def load_dynamics(
@@ -289,6 +290,7 @@ def load_dynamics(
     mu_r: float = 0.1,
     record_every: int = 100,
     shared_noise: bool = True,
+    y: float = 1.0,
     seed: int = 0,
     **simulate_options: Any,
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -303,10 +305,11 @@ def load_dynamics(
         n_chains=1,
         shared_noise=shared_noise,
         record_every=record_every,
+        y=y,
         seed=seed,
         **simulate_options,
     )
-    return run.steps, load_curve(run.trajectory[:, 0], float(simulate_options.get("y", 1.0)))
+    return run.steps, spring_load_curve(run.trajectory[:, 0], y)
 
 
 def dynamics_cases(section: Mapping[str, Any]) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -316,9 +319,9 @@ def dynamics_cases(section: Mapping[str, Any]) -> list[tuple[np.ndarray, np.ndar
         load_dynamics(
             float(case["eps"]),
             float(case["asymmetry"]),
-            mu_r=float(section.get("mu_r", 0.1)),
-            record_every=int(dynamics.get("record_every", 100)),
-            seed=int(section.get("seed", 0)),
+            mu_r=float(section["mu_r"]),
+            record_every=int(dynamics["record_every"]),
+            seed=int(section["seed"]),
             **simulation_options(section),
         )
         for case in dynamics["cases"]

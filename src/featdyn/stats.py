@@ -1,4 +1,4 @@
-"""Distributions and tests of per-sample consistency (SPEC.md §3; paper 1, Sec. 5 and App. E).
+"""Distributions and tests of per-sample consistency (docs/definitions.md §3; paper 1, Sec. 5 and App. E).
 
 * `reflected_kde`: Gaussian KDE on [0, 1] with reflection at both bounds, so that the mass piled up at
   c = 1.0 is neither lost outside the interval nor halved at the bound; `share_at_one` is reported

@@ -73,8 +73,8 @@ class TrainSpec:
         return cls(
             Recipe.from_config(recipe),
             int(run["epochs"]),
-            int(run.get("save_every", 1)),
-            int(run.get("seed", 0)),
+            int(run["save_every"]),
+            int(run["seed"]),
         )
 
     def saved_epochs(self) -> list[int]:
@@ -305,13 +305,13 @@ def train_configured_run(
 ) -> pd.DataFrame:
     """Train one configured run from scratch (or resume it): labels with noise, seeded init, checkpoints."""
     arrays = read_dataset(dataset_path)
-    labels, mask = noisy_labels(arrays.y_train, float(run.get("label_noise", 0.0)), arrays.classes, spec.seed)
+    labels, mask = noisy_labels(arrays.y_train, float(run["label_noise"]), arrays.classes, spec.seed)
     data = tensor_data(arrays, device, train_labels=labels)
     model_spec = {
         "name": run["model"],
         "sample_shape": list(data.sample_shape),
         "classes": arrays.classes,
-        "options": dict(run.get("model_options", {})),
+        "options": dict(run["model_options"]),
     }
     torch.manual_seed(spec.seed)
     model = build_model(run["model"], data.sample_shape, arrays.classes, **model_spec["options"]).to(device)

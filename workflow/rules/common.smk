@@ -1,16 +1,26 @@
-# Config validation, the run table, and input functions shared by every stage.
+# The effective config (presets composed by `extends`, schema defaults filled, checked before any job),
+# the run table, and input functions shared by every stage. Planning logic lives in featdyn.planning.
 
-from snakemake.utils import validate
-
-from featdyn.config import analysed_runs, check_config, wants_gpu
+from featdyn.config import effective_config, job_settings
 from featdyn.data import parse_corrupted_set
+from featdyn.planning import (
+    analysed_runs,
+    composite_file,
+    composite_keys,
+    figure_depth,
+    wants_gpu,
+)
 
-validate(config, "../schemas/config.schema.yaml")
-check_config(config)
+# Replace what Snakemake read by the effective config, so scripts see it too (`snakemake.config`).
+_effective = effective_config(config, workflow.overwrite_configfiles)
+config.clear()
+config.update(_effective)
 
 RUNS = sorted(config["runs"])
 DATASETS = sorted(config["datasets"])
 GPU = 1 if wants_gpu(config) else 0
+SEED = config["seed"]
+DEVICE = config["device"]
 
 
 wildcard_constraints:
@@ -39,26 +49,15 @@ def corrupted_h5(wildcards):
 
 
 def dataset_options(wildcards):
-    return {"mirror_dirs": config.get("mirror_dirs", []), **config["datasets"][wildcards.dataset]}
+    return {"mirror_dirs": config["mirror_dirs"], **config["datasets"][wildcards.dataset]}
 
 
 def checkpoints_of(runs):
     return [f"results/runs/{run}/checkpoints.h5" for run in runs]
 
 
-def composite_keys(runs, eval_sets, depths=None):
-    """(run, eval set, depth) of every composite file, in a fixed order."""
-    depths = depths or config["composite"]["depths"]
-    return [(r, e, d) for r in runs for e in eval_sets for d in depths]
-
-
 def composite_files(runs, eval_sets, depths=None):
-    return [f"results/runs/{r}/composite/{e}_d{d}.h5" for r, e, d in composite_keys(runs, eval_sets, depths)]
-
-
-def figure_depth():
-    depths = config["composite"]["depths"]
-    return config["composite"].get("figure_depth", depths[len(depths) // 2])
+    return [composite_file(*key) for key in composite_keys(config, runs, eval_sets, depths)]
 
 
 TARGETS = ["results/figures/training_curves.png"]

@@ -2,10 +2,23 @@
 
 COMPOSITE = config["composite"]
 COMPOSITE_RUNS = analysed_runs(config, "composite")
+COMPOSITE_JOB_KEYS = (
+    "train_subset",
+    "window",
+    "stride",
+    "reference_epochs",
+    "threshold",
+    "batch_size",
+    "memory_budget_mb",
+    "precision",
+)
+"""The keys of section `composite` one composite job reads (not runs, depths, eval sets, figure keys)."""
 
 TARGETS += ["results/figures/memory_window.png"]
 TARGETS += expand(
-    "results/figures/composite/{run}/memory_{eval_set}.png", run=COMPOSITE_RUNS, eval_set=COMPOSITE["eval_sets"]
+    "results/figures/composite/{run}/memory_{eval_set}.png",
+    run=COMPOSITE_RUNS,
+    eval_set=COMPOSITE["eval_sets"],
 )
 TARGETS += expand(
     "results/figures/{kind}_{eval_set}.png",
@@ -21,20 +34,19 @@ rule composite:
         corrupted=corrupted_h5,
     output:
         h5="results/runs/{run}/composite/{eval_set}_d{depth}.h5",
-    params:
-        settings=COMPOSITE,
-        seed=config.get("seed", 0),
-        device=config.get("device", "auto"),
-        progress=config.get("progress", True),
-    threads: 2
-    resources:
-        gpu=GPU,
     log:
         "results/logs/composite/{run}_{eval_set}_d{depth}.log",
     benchmark:
         "results/benchmarks/composite/{run}_{eval_set}_d{depth}.tsv"
     conda:
         "../../envs/featdyn.yaml"
+    threads: 2
+    resources:
+        gpu=GPU,
+    params:
+        settings={key: COMPOSITE[key] for key in COMPOSITE_JOB_KEYS},
+        seed=SEED,
+        device=DEVICE,
     script:
         "../scripts/composite.py"
 
@@ -50,14 +62,14 @@ rule plot_memory:
             subcategory="{run}",
             labels={"run": "{run}", "eval set": "{eval_set}", "figure": "memory heatmaps (Fig. 2)"},
         ),
-    params:
-        depths=COMPOSITE["depths"],
     log:
         "results/logs/figures/memory_{run}_{eval_set}.log",
     benchmark:
         "results/benchmarks/figures/memory_{run}_{eval_set}.tsv"
     conda:
         "../../envs/featdyn.yaml"
+    params:
+        depths=COMPOSITE["depths"],
     script:
         "../scripts/plot_memory.py"
 
@@ -72,22 +84,22 @@ rule plot_memory_window:
             category="2. Memory and forgetting",
             labels={"figure": "memory window (Fig. 3)"},
         ),
-    params:
-        band_keys=composite_keys(COMPOSITE_RUNS, COMPOSITE["eval_sets"]),
-        threshold=COMPOSITE.get("threshold", 0.8),
     log:
         "results/logs/figures/memory_window.log",
     benchmark:
         "results/benchmarks/figures/memory_window.tsv"
     conda:
         "../../envs/featdyn.yaml"
+    params:
+        band_keys=composite_keys(config, COMPOSITE_RUNS, COMPOSITE["eval_sets"]),
+        threshold=COMPOSITE["threshold"],
     script:
         "../scripts/plot_memory_window.py"
 
 
 rule plot_gap_decay:
     input:
-        bands=lambda wc: composite_files(COMPOSITE_RUNS, [wc.eval_set], [figure_depth()]),
+        bands=lambda wc: composite_files(COMPOSITE_RUNS, [wc.eval_set], [figure_depth(config)]),
     output:
         report(
             "results/figures/{kind}_{eval_set}.png",
@@ -95,15 +107,15 @@ rule plot_gap_decay:
             category="2. Memory and forgetting",
             labels={"figure": "{kind}", "eval set": "{eval_set}"},
         ),
-    params:
-        runs=COMPOSITE_RUNS,
-    wildcard_constraints:
-        kind="forgetting|transferability",
     log:
         "results/logs/figures/{kind}_{eval_set}.log",
     benchmark:
         "results/benchmarks/figures/{kind}_{eval_set}.tsv"
+    wildcard_constraints:
+        kind="forgetting|transferability",
     conda:
         "../../envs/featdyn.yaml"
+    params:
+        runs=COMPOSITE_RUNS,
     script:
         "../scripts/plot_gap_decay.py"

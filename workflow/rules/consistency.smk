@@ -2,11 +2,16 @@
 # per-sample c(x; t − W, t) from the composite files, Welch tests (Table 1), KDE data, and the density
 # figures (Figs. 7, 16, 17, and the per-run densities on the composite evaluation sets).
 
-from featdyn.consistency import FIGURE_KINDS, consistency_keys, figure_eval_sets, stats_settings
+from featdyn.planning import (
+    FIGURE_KINDS,
+    consistency_figure_keys,
+    consistency_keys,
+)
 
-PAIRS = config.get("pairs") or {}
-STATS = stats_settings(config)
-CONSISTENCY_KEYS = consistency_keys(config, figure_depth())
+PAIRS = config["pairs"]
+STATS = config["stats"]
+CONSISTENCY_KEYS = consistency_keys(config)
+FIGURE_DEPTH = figure_depth(config)
 
 TARGETS += ["results/figures/consistency_kde.png"]
 if PAIRS:
@@ -16,29 +21,32 @@ if PAIRS:
 
 rule consistency_stats:
     input:
-        bands=[f"results/runs/{run}/composite/{e}_d{d}.h5" for _, _, run, e, d in CONSISTENCY_KEYS],
+        bands=[composite_file(run, e, d) for _, _, run, e, d in CONSISTENCY_KEYS],
     output:
         values="results/stats/consistency.tsv",
         kde="results/stats/consistency_kde.tsv",
         welch="results/stats/welch.tsv",
         table="results/stats/table1.md",
-    params:
-        files=CONSISTENCY_KEYS,
-        window=STATS["window"],
-        pairs=PAIRS,
     log:
         "results/logs/stats/consistency.log",
     benchmark:
         "results/benchmarks/stats/consistency.tsv"
     conda:
         "../../envs/featdyn.yaml"
+    params:
+        files=CONSISTENCY_KEYS,
+        window=STATS["window"],
+        pairs=PAIRS,
     script:
         "../scripts/consistency_stats.py"
 
 
 rule plot_consistency:
     input:
-        values="results/stats/consistency.tsv",
+        bands=lambda wc: [
+            composite_file(run, e, d)
+            for _, _, run, e, d in consistency_figure_keys(config, wc.pair, wc.kind)
+        ],
     output:
         report(
             "results/figures/consistency_{kind}_{pair}.png",
@@ -46,30 +54,30 @@ rule plot_consistency:
             category="5. Noisy labels and corrupted data",
             labels={"pair": "{pair}", "figure": "consistency densities ({kind})"},
         ),
-    params:
-        eval_sets=lambda wc: figure_eval_sets(config, wc.pair, wc.kind),
-        depth=figure_depth(),
-        title=lambda wc: (
-            f"{PAIRS[wc.pair]['clean']} vs. {PAIRS[wc.pair]['noisy']}: c(x; t − {STATS['window']}, t), "
-            f"depth {figure_depth()}"
-            + (f", corruptions at severity {STATS['figure_severity']}" if wc.kind == "corruptions" else "")
-        ),
-    wildcard_constraints:
-        kind="|".join(FIGURE_KINDS),
-        pair="|".join(PAIRS) or "no-pairs",
     log:
         "results/logs/figures/consistency_{kind}_{pair}.log",
     benchmark:
         "results/benchmarks/figures/consistency_{kind}_{pair}.tsv"
+    wildcard_constraints:
+        kind="|".join(FIGURE_KINDS),
+        pair="|".join(PAIRS) or "no-pairs",
     conda:
         "../../envs/featdyn.yaml"
+    params:
+        files=lambda wc: consistency_figure_keys(config, wc.pair, wc.kind),
+        window=STATS["window"],
+        title=lambda wc: (
+            f"{PAIRS[wc.pair]['clean']} vs. {PAIRS[wc.pair]['noisy']}: c(x; t − {STATS['window']}, t), "
+            f"depth {FIGURE_DEPTH}"
+            + (f", corruptions at severity {STATS['figure_severity']}" if wc.kind == "corruptions" else "")
+        ),
     script:
         "../scripts/plot_consistency.py"
 
 
 rule plot_consistency_kde:
     input:
-        bands=composite_files(COMPOSITE_RUNS, COMPOSITE["eval_sets"], [figure_depth()]),
+        bands=composite_files(COMPOSITE_RUNS, COMPOSITE["eval_sets"], [FIGURE_DEPTH]),
     output:
         report(
             "results/figures/consistency_kde.png",
@@ -77,14 +85,14 @@ rule plot_consistency_kde:
             category="5. Noisy labels and corrupted data",
             labels={"figure": "consistency densities per run"},
         ),
-    params:
-        files=composite_keys(COMPOSITE_RUNS, COMPOSITE["eval_sets"], [figure_depth()]),
-        window=STATS["window"],
     log:
         "results/logs/figures/consistency_kde.log",
     benchmark:
         "results/benchmarks/figures/consistency_kde.tsv"
     conda:
         "../../envs/featdyn.yaml"
+    params:
+        files=composite_keys(config, COMPOSITE_RUNS, COMPOSITE["eval_sets"], [FIGURE_DEPTH]),
+        window=STATS["window"],
     script:
         "../scripts/plot_consistency_kde.py"

@@ -3,9 +3,9 @@
 
 import re
 
-from featdyn.config import dataset_corruptions
+from featdyn.planning import dataset_corruptions
 
-CORRUPTIONS = config.get("corruptions") or {}
+CORRUPTIONS = config["corruptions"]
 
 
 # `results/data/{dataset}.h5` would also match a -c.h5 file, with a dataset named "<dataset>-c".
@@ -17,19 +17,19 @@ rule corrupt:
         clean="results/data/{dataset}.h5",
     output:
         h5="results/data/{dataset}-c.h5",
-    params:
-        names=lambda wc: dataset_corruptions(config, wc.dataset),
-        severities=CORRUPTIONS.get("severities", [5]),
-        seed=CORRUPTIONS.get("seed", 0),
-        mirror_dirs=config.get("mirror_dirs", []),
-        cache_dir=config.get("cache_dir", "results/cache"),
-    wildcard_constraints:
-        dataset="|".join(map(re.escape, DATASETS)),
     log:
         "results/logs/corrupt/{dataset}.log",
     benchmark:
         "results/benchmarks/corrupt/{dataset}.tsv"
+    wildcard_constraints:
+        dataset="|".join(map(re.escape, DATASETS)),
     conda:
         "../../envs/featdyn.yaml"
+    params:
+        names=lambda wc: dataset_corruptions(config, wc.dataset),
+        severities=CORRUPTIONS["severities"],
+        seed=CORRUPTIONS["seed"],
+        mirror_dirs=config["mirror_dirs"],
+        cache_dir=config["cache_dir"],
     script:
         "../scripts/corrupt.py"

@@ -1,15 +1,19 @@
 # Feature dynamics (paper 1, Sec. 4.2, 4.5, App. B): 2-D feature trajectories over the final
 # classification regions (Fig. 6), PCA perturbation (Fig. 14), parameter and feature drift (Fig. 11).
 
-DYNAMICS = config.get("dynamics") or {}
-DRIFT_RUNS = analysed_runs(config, "dynamics") if DYNAMICS else []
-TRAJECTORIES = DYNAMICS.get("trajectories") or {}
-PCA = DYNAMICS.get("pca") or {}
-DRIFT_SETTINGS = {k: DYNAMICS[k] for k in ("depths", "drift_subset", "memory_budget_mb") if k in DYNAMICS}
-DYNAMICS_BATCH = DYNAMICS.get("batch_size", 512)
+from featdyn.planning import trajectory_runs
 
-TARGETS += expand("results/figures/dynamics/trajectories_{run}.png", run=TRAJECTORIES.get("runs", []))
-TARGETS += expand("results/figures/dynamics/pca_perturbation_{run}.png", run=PCA.get("runs", []))
+DYNAMICS = config["dynamics"]
+DRIFT_RUNS = analysed_runs(config, "dynamics")
+TRAJECTORIES = DYNAMICS["trajectories"]
+TRAJECTORY_RUNS = trajectory_runs(config)
+PCA = DYNAMICS["pca"]
+PCA_RUNS = analysed_runs(config, "dynamics", "pca")
+DRIFT_SETTINGS = {key: DYNAMICS[key] for key in ("depths", "drift_subset", "memory_budget_mb")}
+DYNAMICS_BATCH = DYNAMICS["batch_size"]
+
+TARGETS += expand("results/figures/dynamics/trajectories_{run}.png", run=TRAJECTORY_RUNS)
+TARGETS += expand("results/figures/dynamics/pca_perturbation_{run}.png", run=PCA_RUNS)
 TARGETS += ["results/figures/dynamics/drift.png"] if DRIFT_RUNS else []
 
 
@@ -19,20 +23,20 @@ rule trajectories:
         data=dataset_h5,
     output:
         h5="results/runs/{run}/dynamics/trajectories.h5",
-    params:
-        settings=TRAJECTORIES,
-        batch_size=DYNAMICS_BATCH,
-        seed=config.get("seed", 0),
-        device=config.get("device", "auto"),
-    threads: 2
-    resources:
-        gpu=GPU,
     log:
         "results/logs/dynamics/trajectories_{run}.log",
     benchmark:
         "results/benchmarks/dynamics/trajectories_{run}.tsv"
     conda:
         "../../envs/featdyn.yaml"
+    threads: 2
+    resources:
+        gpu=GPU,
+    params:
+        settings={key: TRAJECTORIES[key] for key in ("depth", "subset", "resolution")},
+        batch_size=DYNAMICS_BATCH,
+        seed=SEED,
+        device=DEVICE,
     script:
         "../scripts/trajectories.py"
 
@@ -47,15 +51,15 @@ rule plot_trajectories:
             category="3. Trajectories, drift and interventions",
             labels={"run": "{run}", "figure": "feature trajectories (Fig. 6)"},
         ),
-    params:
-        lines=TRAJECTORIES.get("figure_lines", 300),
-        seed=config.get("seed", 0),
     log:
         "results/logs/figures/trajectories_{run}.log",
     benchmark:
         "results/benchmarks/figures/trajectories_{run}.tsv"
     conda:
         "../../envs/featdyn.yaml"
+    params:
+        lines=TRAJECTORIES["figure_lines"],
+        seed=SEED,
     script:
         "../scripts/plot_trajectories.py"
 
@@ -66,22 +70,22 @@ rule pca_perturbation:
         data=dataset_h5,
     output:
         h5="results/runs/{run}/dynamics/pca_d{depth}.h5",
-    params:
-        settings=PCA,
-        batch_size=DYNAMICS_BATCH,
-        seed=config.get("seed", 0),
-        device=config.get("device", "auto"),
-    wildcard_constraints:
-        depth=r"\d+",
-    threads: 2
-    resources:
-        gpu=GPU,
     log:
         "results/logs/dynamics/pca_{run}_d{depth}.log",
     benchmark:
         "results/benchmarks/dynamics/pca_{run}_d{depth}.tsv"
+    wildcard_constraints:
+        depth=r"\d+",
     conda:
         "../../envs/featdyn.yaml"
+    threads: 2
+    resources:
+        gpu=GPU,
+    params:
+        settings={key: value for key, value in PCA.items() if key not in ("runs", "depth")},
+        batch_size=DYNAMICS_BATCH,
+        seed=SEED,
+        device=DEVICE,
     script:
         "../scripts/pca_perturbation.py"
 
@@ -96,14 +100,14 @@ rule plot_pca_perturbation:
             category="3. Trajectories, drift and interventions",
             labels={"run": "{run}", "figure": "PCA perturbation (Fig. 14)"},
         ),
-    params:
-        seed=config.get("seed", 0),
     log:
         "results/logs/figures/pca_perturbation_{run}.log",
     benchmark:
         "results/benchmarks/figures/pca_perturbation_{run}.tsv"
     conda:
         "../../envs/featdyn.yaml"
+    params:
+        seed=SEED,
     script:
         "../scripts/plot_pca_perturbation.py"
 
@@ -114,19 +118,19 @@ rule drift:
         data=dataset_h5,
     output:
         h5="results/runs/{run}/dynamics/drift.h5",
-    params:
-        settings=DRIFT_SETTINGS,
-        seed=config.get("seed", 0),
-        device=config.get("device", "auto"),
-    threads: 2
-    resources:
-        gpu=GPU,
     log:
         "results/logs/dynamics/drift_{run}.log",
     benchmark:
         "results/benchmarks/dynamics/drift_{run}.tsv"
     conda:
         "../../envs/featdyn.yaml"
+    threads: 2
+    resources:
+        gpu=GPU,
+    params:
+        settings=DRIFT_SETTINGS,
+        seed=SEED,
+        device=DEVICE,
     script:
         "../scripts/drift.py"
 
@@ -141,13 +145,13 @@ rule plot_drift:
             category="3. Trajectories, drift and interventions",
             labels={"figure": "parameter and feature drift (Fig. 11)"},
         ),
-    params:
-        runs=DRIFT_RUNS,
     log:
         "results/logs/figures/drift.log",
     benchmark:
         "results/benchmarks/figures/drift.tsv"
     conda:
         "../../envs/featdyn.yaml"
+    params:
+        runs=DRIFT_RUNS,
     script:
         "../scripts/plot_drift.py"

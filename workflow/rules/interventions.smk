@@ -3,12 +3,14 @@
 # network, scored by clean accuracy and unnormalised mCE on the corrupted test sets. The kill-safe per-epoch
 # state of a continuation lives in results/runs/{run}/continue/.state/, outside the declared outputs.
 
-INTERVENTIONS = config.get("interventions") or {}
-INTERVENTION_RUNS = analysed_runs(config, "interventions") if INTERVENTIONS else []
-FROZEN_DEPTHS = [0, *INTERVENTIONS.get("depths", [])]
-REINIT_DEPTHS = INTERVENTIONS.get("reinit_depths", [])
-REINIT_SETTINGS = {k: INTERVENTIONS[k] for k in ("reinit_epochs", "reinit_seed") if k in INTERVENTIONS}
-TABLE_SETTINGS = {k: INTERVENTIONS[k] for k in ("reinit_epochs", "batch_size") if k in INTERVENTIONS}
+from featdyn.planning import freeze_epoch
+
+INTERVENTIONS = config["interventions"]
+INTERVENTION_RUNS = analysed_runs(config, "interventions")
+FROZEN_DEPTHS = [0, *INTERVENTIONS["depths"]]
+REINIT_DEPTHS = INTERVENTIONS["reinit_depths"]
+REINIT_SETTINGS = {key: INTERVENTIONS[key] for key in ("reinit_epochs", "reinit_seed")}
+TABLE_SETTINGS = {key: INTERVENTIONS[key] for key in ("reinit_epochs", "batch_size")}
 
 TARGETS += expand("results/figures/interventions/freeze_{run}.png", run=INTERVENTION_RUNS)
 TARGETS += ["results/stats/reinit.tsv"] if INTERVENTION_RUNS and REINIT_DEPTHS else []
@@ -21,24 +23,23 @@ rule continue_frozen:
     output:
         checkpoints="results/runs/{run}/continue/freeze_d{depth}/checkpoints.h5",
         metrics="results/runs/{run}/continue/freeze_d{depth}/metrics.tsv",
-    params:
-        run=run_config,
-        recipe=recipe_config,
-        from_epoch=INTERVENTIONS.get("freeze_epoch"),
-        device=config.get("device", "auto"),
-        progress=config.get("progress", True),
-        state_dir=lambda wc: f"results/runs/{wc.run}/continue/.state/freeze_d{wc.depth}",
-    wildcard_constraints:
-        depth=r"\d+",
-    threads: 2
-    resources:
-        gpu=GPU,
     log:
         "results/logs/interventions/freeze_{run}_d{depth}.log",
     benchmark:
         "results/benchmarks/interventions/freeze_{run}_d{depth}.tsv"
+    wildcard_constraints:
+        depth=r"\d+",
     conda:
         "../../envs/featdyn.yaml"
+    threads: 2
+    resources:
+        gpu=GPU,
+    params:
+        run=run_config,
+        recipe=recipe_config,
+        from_epoch=lambda wc: freeze_epoch(config, wc.run),
+        device=DEVICE,
+        state_dir=lambda wc: f"results/runs/{wc.run}/continue/.state/freeze_d{wc.depth}",
     script:
         "../scripts/continue_frozen.py"
 
@@ -46,9 +47,7 @@ rule continue_frozen:
 rule plot_freeze:
     input:
         original="results/runs/{run}/metrics.tsv",
-        continuations=expand(
-            "results/runs/{{run}}/continue/freeze_d{depth}/metrics.tsv", depth=FROZEN_DEPTHS
-        ),
+        continuations=expand("results/runs/{{run}}/continue/freeze_d{depth}/metrics.tsv", depth=FROZEN_DEPTHS),
     output:
         report(
             "results/figures/interventions/freeze_{run}.png",
@@ -56,15 +55,15 @@ rule plot_freeze:
             category="3. Trajectories, drift and interventions",
             labels={"run": "{run}", "figure": "frozen shallow stages (Fig. 18)"},
         ),
-    params:
-        depths=FROZEN_DEPTHS,
-        from_epoch=INTERVENTIONS.get("freeze_epoch"),
     log:
         "results/logs/figures/freeze_{run}.log",
     benchmark:
         "results/benchmarks/figures/freeze_{run}.tsv"
     conda:
         "../../envs/featdyn.yaml"
+    params:
+        depths=FROZEN_DEPTHS,
+        from_epoch=lambda wc: freeze_epoch(config, wc.run),
     script:
         "../scripts/plot_freeze.py"
 
@@ -76,24 +75,23 @@ rule continue_reinit:
     output:
         checkpoints="results/runs/{run}/continue/reinit_d{depth}/checkpoints.h5",
         metrics="results/runs/{run}/continue/reinit_d{depth}/metrics.tsv",
-    params:
-        run=run_config,
-        recipe=recipe_config,
-        settings=REINIT_SETTINGS,
-        device=config.get("device", "auto"),
-        progress=config.get("progress", True),
-        state_dir=lambda wc: f"results/runs/{wc.run}/continue/.state/reinit_d{wc.depth}",
-    wildcard_constraints:
-        depth=r"\d+",
-    threads: 2
-    resources:
-        gpu=GPU,
     log:
         "results/logs/interventions/reinit_{run}_d{depth}.log",
     benchmark:
         "results/benchmarks/interventions/reinit_{run}_d{depth}.tsv"
+    wildcard_constraints:
+        depth=r"\d+",
     conda:
         "../../envs/featdyn.yaml"
+    threads: 2
+    resources:
+        gpu=GPU,
+    params:
+        run=run_config,
+        recipe=recipe_config,
+        settings=REINIT_SETTINGS,
+        device=DEVICE,
+        state_dir=lambda wc: f"results/runs/{wc.run}/continue/.state/reinit_d{wc.depth}",
     script:
         "../scripts/continue_reinit.py"
 
@@ -116,19 +114,19 @@ rule reinit_table:
             labels={"table": "re-initialised deep stages: clean accuracy and mCE (App. F.A)"},
         ),
         errors="results/stats/reinit_corruptions.tsv",
-    params:
-        runs=INTERVENTION_RUNS,
-        depths=REINIT_DEPTHS,
-        settings=TABLE_SETTINGS,
-        device=config.get("device", "auto"),
-    threads: 2
-    resources:
-        gpu=GPU,
     log:
         "results/logs/interventions/reinit_table.log",
     benchmark:
         "results/benchmarks/interventions/reinit_table.tsv"
     conda:
         "../../envs/featdyn.yaml"
+    threads: 2
+    resources:
+        gpu=GPU,
+    params:
+        runs=INTERVENTION_RUNS,
+        depths=REINIT_DEPTHS,
+        settings=TABLE_SETTINGS,
+        device=DEVICE,
     script:
         "../scripts/reinit_table.py"

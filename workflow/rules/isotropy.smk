@@ -1,14 +1,15 @@
 # SGD-noise anisotropy: one-step perturbations at checkpoints, sphericity tests, and their figures.
 
-from featdyn.isotropy import isotropy_keys, job_settings, memory_depths
+from featdyn.planning import isotropy_keys, memory_depths
+from featdyn.sgd_noise import IsotropySettings
 
-ISOTROPY = config.get("isotropy", {})
-ISOTROPY_RUNS = analysed_runs(config, "isotropy") if ISOTROPY else []
+ISOTROPY = config["isotropy"]
+ISOTROPY_RUNS = analysed_runs(config, "isotropy")
 ISOTROPY_KEYS = isotropy_keys(config)
 ISOTROPY_FIGURE_KEYS = isotropy_keys(config, figure_only=True)
 MEMORY_EVAL_SET = config["composite"]["eval_sets"][0]
 
-if ISOTROPY:
+if ISOTROPY_RUNS:
     TARGETS += ["results/stats/isotropy.tsv", "results/figures/isotropy/spectrum.png"]
     TARGETS += expand(
         "results/figures/isotropy/{kind}_{run}.png", kind=["top_eigs", "anisotropy_memory"], run=ISOTROPY_RUNS
@@ -22,26 +23,25 @@ rule isotropy:
     output:
         h5="results/runs/{run}/isotropy/e{epoch}_d{depth}.h5",
         row="results/runs/{run}/isotropy/e{epoch}_d{depth}.tsv",
-    params:
-        settings=job_settings(ISOTROPY),
-        batch_size=lambda wc: recipe_config(wc)["batch_size"],
-        seed=config.get("seed", 0),
-        cache_dir=f"{config.get('cache_dir', 'results/cache')}/isotropy",
-        device=config.get("device", "auto"),
+    log:
+        "results/logs/isotropy/{run}_e{epoch}_d{depth}.log",
+    benchmark:
+        "results/benchmarks/isotropy/{run}_e{epoch}_d{depth}.tsv"
     wildcard_constraints:
         epoch=r"\d+",
         depth=r"\d+",
+    conda:
+        "../../envs/featdyn.yaml"
     # One thread: M small batched steps; two such jobs side by side beat one two-threaded job, whose
     # threads spin-wait for each other on a busy machine (10x the CPU time measured on 2 shared cores).
     threads: 1
     resources:
         gpu=GPU,
-    log:
-        "results/logs/isotropy/{run}_e{epoch}_d{depth}.log",
-    benchmark:
-        "results/benchmarks/isotropy/{run}_e{epoch}_d{depth}.tsv"
-    conda:
-        "../../envs/featdyn.yaml"
+    params:
+        settings=job_settings(ISOTROPY, IsotropySettings),
+        batch_size=lambda wc: recipe_config(wc)["batch_size"],
+        cache_dir=f"{config['cache_dir']}/isotropy",
+        device=DEVICE,
     script:
         "../scripts/isotropy.py"
 
@@ -71,14 +71,14 @@ rule plot_isotropy_spectrum:
             category="4. SGD-noise anisotropy",
             labels={"figure": "noise spectrum (Fig. 8)"},
         ),
-    params:
-        runs=[r for r, _, _ in ISOTROPY_FIGURE_KEYS],
     log:
         "results/logs/figures/isotropy_spectrum.log",
     benchmark:
         "results/benchmarks/figures/isotropy_spectrum.tsv"
     conda:
         "../../envs/featdyn.yaml"
+    params:
+        runs=[r for r, _, _ in ISOTROPY_FIGURE_KEYS],
     script:
         "../scripts/plot_isotropy_spectrum.py"
 
@@ -108,7 +108,8 @@ rule plot_anisotropy_memory:
     input:
         table="results/stats/isotropy.tsv",
         bands=lambda wc: [
-            f"results/runs/{wc.run}/composite/{MEMORY_EVAL_SET}_d{d}.h5" for d in memory_depths(config, wc.run)
+            f"results/runs/{wc.run}/composite/{MEMORY_EVAL_SET}_d{d}.h5"
+            for d in memory_depths(config, wc.run)
         ],
     output:
         report(
@@ -118,14 +119,14 @@ rule plot_anisotropy_memory:
             subcategory="{run}",
             labels={"run": "{run}", "figure": "anisotropy and memory window"},
         ),
-    params:
-        memory_depths=lambda wc: memory_depths(config, wc.run),
-        eval_set=MEMORY_EVAL_SET,
     log:
         "results/logs/figures/anisotropy_memory_{run}.log",
     benchmark:
         "results/benchmarks/figures/anisotropy_memory_{run}.tsv"
     conda:
         "../../envs/featdyn.yaml"
+    params:
+        memory_depths=lambda wc: memory_depths(config, wc.run),
+        eval_set=MEMORY_EVAL_SET,
     script:
         "../scripts/plot_anisotropy_memory.py"

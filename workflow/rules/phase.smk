@@ -1,15 +1,15 @@
-# Noise × nonlinearity phase diagram of the deep BN MLP (SPEC §9; paper 2, Fig. 1 and SM S3).
+# Noise × nonlinearity phase diagram of the deep BN MLP (docs/definitions.md §9; paper 2, Fig. 1 and SM S3).
 # One job per cell (noise axis, level, α) trains every seed of the cell; one rule aggregates.
 
 from dataclasses import asdict
 
-from featdyn.phase import CellSettings, cell_file_stem, cell_settings, grid_cells, resolve_dataset
+from featdyn.phase import CellSettings, cell_file_stem, cell_settings
+from featdyn.planning import phase_grid
 
 PHASE = config["phase"]
-PHASE_SETTINGS = CellSettings.from_config(PHASE)
-PHASE_DATASET, _phase_dataset_entry = resolve_dataset(config)
-config["datasets"].setdefault(PHASE_DATASET, _phase_dataset_entry)  # fetched by the `download` rule
-PHASE_KEYS = grid_cells(PHASE)
+PHASE_SETTINGS = CellSettings(**job_settings(PHASE, CellSettings))
+PHASE_DATASET = PHASE["dataset"]  # resolved by featdyn.config.effective_config, fetched by `download`
+PHASE_KEYS = phase_grid(PHASE)
 PHASE_CELL = "results/phase/cells/{stem}.h5"  # levels equal to the base recipe share one `base` cell
 
 TARGETS += [
@@ -24,24 +24,23 @@ rule phase_cell:
         data=f"results/data/{PHASE_DATASET}.h5",
     output:
         h5="results/phase/cells/{cell}_a{alpha}.h5",
-    params:
-        settings=lambda wc: asdict(cell_settings(PHASE_SETTINGS, wc.cell)),
-        seeds=PHASE["seeds"],
-        data_seed=config.get("seed", 0),
-        device=config.get("device", "auto"),
-        progress=config.get("progress", True),
-    wildcard_constraints:
-        cell="base|(label_noise|lr|dropout|batch_size)-[0-9.e+-]+",
-        alpha="[0-9.e+-]+",
-    threads: PHASE.get("threads", 1)
-    resources:
-        gpu=GPU,
     log:
         "results/logs/phase/{cell}_a{alpha}.log",
     benchmark:
         "results/benchmarks/phase/{cell}_a{alpha}.tsv"
+    wildcard_constraints:
+        cell="base|(label_noise|lr|dropout|batch_size)-[0-9.e+-]+",
+        alpha="[0-9.e+-]+",
     conda:
         "../../envs/featdyn.yaml"
+    threads: PHASE["threads"]
+    resources:
+        gpu=GPU,
+    params:
+        settings=lambda wc: asdict(cell_settings(PHASE_SETTINGS, wc.cell)),
+        seeds=PHASE["seeds"],
+        data_seed=SEED,
+        device=DEVICE,
     script:
         "../scripts/phase_cell.py"
 
@@ -52,15 +51,15 @@ rule phase_diagram:
     output:
         table="results/stats/phase_diagram.tsv",
         seeds="results/stats/phase_seeds.tsv",
-    params:
-        cell_keys=PHASE_KEYS,
-        tolerance=PHASE.get("linear_tolerance", 0.05),
     log:
         "results/logs/stats/phase_diagram.log",
     benchmark:
         "results/benchmarks/stats/phase_diagram.tsv"
     conda:
         "../../envs/featdyn.yaml"
+    params:
+        cell_keys=PHASE_KEYS,
+        tolerance=PHASE["linear_tolerance"],
     script:
         "../scripts/phase_diagram.py"
 

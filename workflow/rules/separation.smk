@@ -1,4 +1,4 @@
-# Layer-wise data separation D_l (SPEC §9; paper 2) of every trained run over its saved epochs.
+# Layer-wise data separation D_l (docs/definitions.md §9; paper 2) of every trained run over its saved epochs.
 
 SEPARATION = config["separation"]
 SEPARATION_RUNS = analysed_runs(config, "separation")
@@ -12,20 +12,19 @@ rule separation:
         data=dataset_h5,
     output:
         h5="results/runs/{run}/separation.h5",
-    params:
-        settings={key: value for key, value in SEPARATION.items() if key != "runs"},
-        seed=config.get("seed", 0),
-        device=config.get("device", "auto"),
-        progress=config.get("progress", True),
-    threads: 2
-    resources:
-        gpu=GPU,
     log:
         "results/logs/separation/{run}.log",
     benchmark:
         "results/benchmarks/separation/{run}.tsv"
     conda:
         "../../envs/featdyn.yaml"
+    threads: 2
+    resources:
+        gpu=GPU,
+    params:
+        settings={key: value for key, value in SEPARATION.items() if key != "runs"},
+        seed=SEED,
+        device=DEVICE,
     script:
         "../scripts/separation.py"
 

@@ -1,4 +1,4 @@
-# Spring–block chain with asymmetric friction (SPEC §10; paper 2, Figs. 3-4): NumPy only, no GPU.
+# Spring–block chain with asymmetric friction (docs/definitions.md §10; paper 2, Figs. 3-4): NumPy only, no GPU.
 
 SPRINGBLOCK = config["springblock"]
 SPRINGBLOCK_CASES = SPRINGBLOCK["dynamics"]["cases"]
@@ -13,14 +13,14 @@ TARGETS += [
 rule springblock_phase:
     output:
         tsv="results/springblock/phase.tsv",
-    params:
-        settings={key: value for key, value in SPRINGBLOCK.items() if key != "dynamics"},
     log:
         "results/logs/springblock/phase.log",
     benchmark:
         "results/benchmarks/springblock/phase.tsv"
     conda:
         "../../envs/featdyn.yaml"
+    params:
+        settings={key: value for key, value in SPRINGBLOCK.items() if key != "dynamics"},
     script:
         "../scripts/springblock_phase.py"
 
@@ -48,14 +48,14 @@ rule plot_springblock_phase:
 rule springblock_dynamics:
     output:
         h5="results/springblock/dynamics.h5",
-    params:
-        settings={key: value for key, value in SPRINGBLOCK.items() if key != "phase"},
     log:
         "results/logs/springblock/dynamics.log",
     benchmark:
         "results/benchmarks/springblock/dynamics.tsv"
     conda:
         "../../envs/featdyn.yaml"
+    params:
+        settings={key: value for key, value in SPRINGBLOCK.items() if key != "phase"},
     script:
         "../scripts/springblock_dynamics.py"
 
@@ -74,13 +74,13 @@ rule plot_load_dynamics:
             category="7. Spring–block model (paper 2)",
             labels={"figure": "load-curve dynamics, DNN vs. spring–block (Fig. 4)"},
         ),
-    params:
-        cases=SPRINGBLOCK_CASES,
     log:
         "results/logs/figures/load_dynamics.log",
     benchmark:
         "results/benchmarks/figures/load_dynamics.tsv"
     conda:
         "../../envs/featdyn.yaml"
+    params:
+        cases=SPRINGBLOCK_CASES,
     script:
         "../scripts/plot_load_dynamics.py"

@@ -7,21 +7,20 @@ rule train:
     output:
         checkpoints="results/runs/{run}/checkpoints.h5",
         metrics="results/runs/{run}/metrics.tsv",
-    params:
-        run=run_config,
-        recipe=recipe_config,
-        device=config.get("device", "auto"),
-        progress=config.get("progress", True),
-        state_dir=lambda wc: f"results/runs/{wc.run}/.resume",
-    threads: 2
-    resources:
-        gpu=GPU,
     log:
         "results/logs/train/{run}.log",
     benchmark:
         "results/benchmarks/train/{run}.tsv"
     conda:
         "../../envs/featdyn.yaml"
+    threads: 2
+    resources:
+        gpu=GPU,
+    params:
+        run=run_config,
+        recipe=recipe_config,
+        device=DEVICE,
+        state_dir=lambda wc: f"results/runs/{wc.run}/.resume",
     script:
         "../scripts/train.py"
 
@@ -35,13 +34,13 @@ rule plot_training_curves:
             caption="../report/training_curves.rst",
             category="1. Training",
         ),
-    params:
-        runs=RUNS,
     log:
         "results/logs/figures/training_curves.log",
     benchmark:
         "results/benchmarks/figures/training_curves.tsv"
     conda:
         "../../envs/featdyn.yaml"
+    params:
+        runs=RUNS,
     script:
         "../scripts/plot_training_curves.py"

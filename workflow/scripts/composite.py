@@ -4,8 +4,8 @@ import torch
 
 from featdyn.checkpoints import CheckpointStore
 from featdyn.composite import run_composite, write_band
-from featdyn.config import torch_device
 from featdyn.data import evaluation_set, read_dataset, tensor_data
+from featdyn.device import torch_device
 from featdyn.io import log_to
 
 sm = snakemake  # noqa: F821
@@ -17,7 +17,7 @@ x, y = evaluation_set(
     tensor_data(arrays),
     arrays,
     eval_set,
-    settings.get("train_subset"),
+    settings["train_subset"],
     sm.params.seed,
     corrupted_path=sm.input.corrupted or None,
 )
@@ -26,15 +26,15 @@ result = run_composite(
     depth,
     x,
     y,
-    window=settings.get("window"),
-    stride=settings.get("stride", 1),
-    reference_epochs=settings.get("reference_epochs", []),
-    batch_size=settings.get("batch_size", 256),
-    memory_budget_mb=settings.get("memory_budget_mb", 1024),
-    precision=settings.get("precision", "fp32"),
+    window=settings["window"],
+    stride=settings["stride"],
+    reference_epochs=settings["reference_epochs"],
+    batch_size=settings["batch_size"],
+    memory_budget_mb=settings["memory_budget_mb"],
+    precision=settings["precision"],
     device=torch_device(sm.params.device),
-    progress=sm.params.progress,
+    progress=sm.config["progress"],
 )
 provenance = {"composite": dict(settings), "run": sm.wildcards.run, "eval_set": eval_set, "depth": depth}
-write_band(result, sm.output.h5, provenance, settings.get("threshold", 0.8))
+write_band(result, sm.output.h5, provenance, settings["threshold"])
 print(f"peak RSS {result.peak_rss_mb:.0f} MB")

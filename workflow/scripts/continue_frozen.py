@@ -3,9 +3,9 @@
 import torch
 
 from featdyn.checkpoints import CheckpointStore
-from featdyn.config import torch_device
 from featdyn.data import read_dataset
-from featdyn.dynamics import continue_frozen, run_tensors
+from featdyn.device import torch_device
+from featdyn.interventions import continue_frozen, run_tensors
 from featdyn.io import log_to, write_tsv
 from featdyn.train import TrainSpec
 
@@ -29,6 +29,6 @@ metrics = continue_frozen(
         "freeze": {"from_epoch": from_epoch, "depth": depth},
     },
     device=device,
-    progress=sm.params.progress,
+    progress=sm.config["progress"],
 )
 write_tsv(metrics, sm.output.metrics)

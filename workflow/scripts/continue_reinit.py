@@ -3,9 +3,9 @@
 import torch
 
 from featdyn.checkpoints import CheckpointStore
-from featdyn.config import torch_device
 from featdyn.data import read_dataset
-from featdyn.dynamics import retrain_reinitialised, run_tensors
+from featdyn.device import torch_device
+from featdyn.interventions import retrain_reinitialised, run_tensors
 from featdyn.io import log_to, write_tsv
 from featdyn.train import TrainSpec
 
@@ -21,7 +21,7 @@ metrics = retrain_reinitialised(
     TrainSpec.from_config(sm.params.run, sm.params.recipe),
     depth,
     settings["reinit_epochs"],
-    settings.get("reinit_seed", 1),
+    settings["reinit_seed"],
     state_dir=sm.params.state_dir,
     out_path=sm.output.checkpoints,
     provenance={
@@ -30,6 +30,6 @@ metrics = retrain_reinitialised(
         "reinit": {**dict(settings), "depth": depth},
     },
     device=device,
-    progress=sm.params.progress,
+    progress=sm.config["progress"],
 )
 write_tsv(metrics, sm.output.metrics)

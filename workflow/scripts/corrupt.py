@@ -1,6 +1,6 @@
 """Corrupted test sets of one dataset into results/data/{dataset}-c.h5."""
 
-from featdyn.corrupted import build_corrupted_file
+from featdyn.corrupted_sets import build_corrupted_file
 from featdyn.io import log_to
 
 sm = snakemake  # noqa: F821

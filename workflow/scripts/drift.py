@@ -3,8 +3,8 @@
 import torch
 
 from featdyn.checkpoints import CheckpointStore
-from featdyn.config import torch_device
 from featdyn.data import read_dataset, tensor_data, training_subset
+from featdyn.device import torch_device
 from featdyn.dynamics import compute_drift, write_drift
 from featdyn.io import log_to
 
@@ -13,12 +13,12 @@ log_to(sm.log[0])
 torch.set_num_threads(sm.threads)
 settings = sm.params.settings
 arrays = read_dataset(sm.input.data)
-rows, x = training_subset(tensor_data(arrays), settings.get("drift_subset"), sm.params.seed)
+rows, x = training_subset(tensor_data(arrays), settings["drift_subset"], sm.params.seed)
 result = compute_drift(
     CheckpointStore(sm.input.checkpoints),
     settings["depths"],
     x,
-    memory_budget_mb=settings.get("memory_budget_mb", 512),
+    memory_budget_mb=settings["memory_budget_mb"],
     device=torch_device(sm.params.device),
 )
 write_drift(result, sm.output.h5, {"drift": dict(settings), "run": sm.wildcards.run})

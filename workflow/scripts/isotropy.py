@@ -1,19 +1,19 @@
-"""SGD-noise anisotropy of one run's checkpoint at one epoch and one split depth (SPEC.md §4)."""
+"""SGD-noise anisotropy of one run's checkpoint at one epoch and one split depth (docs/definitions.md §4)."""
 
 import pandas as pd
 import torch
 
 from featdyn.checkpoints import CheckpointStore
-from featdyn.config import torch_device
 from featdyn.data import read_dataset
+from featdyn.device import torch_device
 from featdyn.io import log_to, write_tsv
-from featdyn.isotropy import IsotropySettings, isotropy_at_checkpoint, isotropy_row, write_isotropy
+from featdyn.sgd_noise import IsotropySettings, isotropy_at_checkpoint, isotropy_row, write_isotropy
 
 sm = snakemake  # noqa: F821
 log_to(sm.log[0])
 torch.set_num_threads(sm.threads)
 run, epoch, depth = sm.wildcards.run, int(sm.wildcards.epoch), int(sm.wildcards.depth)
-settings = IsotropySettings.from_config(sm.params.settings, sm.params.seed)
+settings = IsotropySettings(**sm.params.settings)
 result = isotropy_at_checkpoint(
     CheckpointStore(sm.input.checkpoints),
     read_dataset(sm.input.data),

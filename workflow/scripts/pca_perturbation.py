@@ -3,8 +3,8 @@
 import torch
 
 from featdyn.checkpoints import CheckpointStore
-from featdyn.config import torch_device
 from featdyn.data import read_dataset, tensor_data, training_subset
+from featdyn.device import torch_device
 from featdyn.dynamics import pca_perturbation, write_pca_perturbation
 from featdyn.io import log_to
 
@@ -14,19 +14,19 @@ torch.set_num_threads(sm.threads)
 settings = sm.params.settings
 store = CheckpointStore(sm.input.checkpoints)
 arrays = read_dataset(sm.input.data)
-rows, x = training_subset(tensor_data(arrays), settings.get("subset"), sm.params.seed)
+rows, x = training_subset(tensor_data(arrays), settings["subset"], sm.params.seed)
 result = pca_perturbation(
     store,
     x,
     torch.as_tensor(store.labels["train"][rows]),
     int(sm.wildcards.depth),
     settings["magnitudes"],
-    reference_epoch=settings.get("reference_epoch"),
-    history=settings.get("history", 50),
-    scale=settings.get("scale", "absolute"),
-    draws=settings.get("draws", 1),
-    figure_magnitude=settings.get("figure_magnitude", 1.0),
-    resolution=settings.get("resolution", 150),
+    reference_epoch=settings["reference_epoch"],
+    history=settings["history"],
+    scale=settings["scale"],
+    draws=settings["draws"],
+    figure_magnitude=settings["figure_magnitude"],
+    resolution=settings["resolution"],
     seed=sm.params.seed,
     batch_size=sm.params.batch_size,
     device=torch_device(sm.params.device),

@@ -2,8 +2,8 @@
 
 import torch
 
-from featdyn.config import torch_device
 from featdyn.data import read_dataset
+from featdyn.device import torch_device
 from featdyn.io import log_to
 from featdyn.phase import CellSettings, phase_data, run_cell, write_cell
 
@@ -13,7 +13,7 @@ torch.set_num_threads(sm.threads)
 settings = CellSettings(**sm.params.settings)
 alpha = float(sm.wildcards.alpha)
 data = phase_data(read_dataset(sm.input.data), settings, sm.params.data_seed, torch_device(sm.params.device))
-result = run_cell(data, settings, alpha, sm.params.seeds, progress=sm.params.progress)
+result = run_cell(data, settings, alpha, sm.params.seeds, progress=sm.config["progress"])
 provenance = {
     "phase": dict(sm.params.settings),
     "cell": sm.wildcards.cell,

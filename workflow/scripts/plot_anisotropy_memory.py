@@ -2,8 +2,8 @@
 
 import pandas as pd
 
+from featdyn.composite import memory_window_frame
 from featdyn.io import log_to
-from featdyn.isotropy import memory_window_frame
 from featdyn.plots import save_figure
 from featdyn.plots.isotropy import plot_anisotropy_vs_memory
 
@@ -11,6 +11,6 @@ sm = snakemake  # noqa: F821
 log_to(sm.log[0])
 run = sm.wildcards.run
 table = pd.read_csv(sm.input.table, sep="\t")
-memory = memory_window_frame(dict(zip(sm.params.memory_depths, sm.input.bands)))
+memory = memory_window_frame(({"depth": d}, path) for d, path in zip(sm.params.memory_depths, sm.input.bands))
 title = f"{run}: SGD-noise anisotropy and memory window ({sm.params.eval_set} set)"
 save_figure(plot_anisotropy_vs_memory(table[table["run"] == run], memory, title), sm.output[0])

@@ -2,7 +2,7 @@
 
 import pandas as pd
 
-from featdyn.dynamics import freeze_curves
+from featdyn.interventions import freeze_curves
 from featdyn.io import log_to
 from featdyn.plots import save_figure
 from featdyn.plots.dynamics import plot_freeze

@@ -1,18 +1,12 @@
 """Figure: memory window W(t) against t for every run, depth and evaluation set (paper Fig. 3)."""
 
-import pandas as pd
-
-from featdyn.composite import read_memory_window
+from featdyn.composite import memory_window_frame
 from featdyn.io import log_to
 from featdyn.plots import save_figure
 from featdyn.plots.composite import plot_memory_window
 
 sm = snakemake  # noqa: F821
 log_to(sm.log[0])
-frames = []
-for (run, eval_set, depth), path in zip(sm.params.band_keys, sm.input.bands):
-    epochs, window = read_memory_window(path)
-    frames.append(
-        pd.DataFrame({"run": run, "eval_set": eval_set, "depth": depth, "epoch": epochs, "window": window})
-    )
-save_figure(plot_memory_window(pd.concat(frames), sm.params.threshold), sm.output[0])
+labels = [dict(zip(("run", "eval_set", "depth"), key)) for key in sm.params.band_keys]
+frame = memory_window_frame(zip(labels, sm.input.bands))
+save_figure(plot_memory_window(frame, sm.params.threshold), sm.output[0])

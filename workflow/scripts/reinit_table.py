@@ -3,9 +3,9 @@
 import pandas as pd
 import torch
 
-from featdyn.config import torch_device
 from featdyn.data import normalizer, read_dataset, tensor_data, to_float
-from featdyn.dynamics import final_network, load_corrupted_sets, reinit_tables
+from featdyn.device import torch_device
+from featdyn.interventions import final_network, load_corrupted_sets, reinit_tables
 from featdyn.io import log_to, write_tsv
 
 sm = snakemake  # noqa: F821
@@ -25,7 +25,7 @@ for i, run in enumerate(sm.params.runs):
         settings["reinit_epochs"],
         tensor_data(arrays, device),
         sets,
-        settings.get("batch_size", 1024),
+        settings["batch_size"],
     )
     summaries.append(summary)
     details.append(errors)

@@ -2,10 +2,9 @@
 
 import torch
 
-from featdyn.checkpoints import CheckpointStore
-from featdyn.composite import analysed_epochs
-from featdyn.config import torch_device
+from featdyn.checkpoints import CheckpointStore, strided_epochs
 from featdyn.data import evaluation_set, read_dataset, tensor_data
+from featdyn.device import torch_device
 from featdyn.io import log_to
 from featdyn.separation import run_separation, write_separation
 
@@ -17,17 +16,17 @@ store = CheckpointStore(sm.input.checkpoints)
 arrays = read_dataset(sm.input.data)
 tensors = tensor_data(arrays, device)
 eval_sets = {
-    name: evaluation_set(tensors, arrays, name, settings.get("train_subset"), sm.params.seed)
+    name: evaluation_set(tensors, arrays, name, settings["train_subset"], sm.params.seed)
     for name in settings["eval_sets"]
 }
-epochs = analysed_epochs(store, settings.get("stride", 1))
+epochs = strided_epochs(store.epochs, settings["stride"])
 result = run_separation(
     store,
     eval_sets,
     epochs,
-    batch_size=settings.get("batch_size", 1024),
-    include_output=settings.get("include_output", False),
+    batch_size=settings["batch_size"],
+    include_output=settings["include_output"],
     device=device,
-    progress=sm.params.progress,
+    progress=sm.config["progress"],
 )
 write_separation(result, epochs, sm.output.h5, {"separation": dict(settings), "run": sm.wildcards.run})

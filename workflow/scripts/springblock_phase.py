@@ -10,10 +10,10 @@ grid = settings["phase"]
 frame = phase_diagram(
     grid["eps"],
     grid["asymmetry"],
-    mu_r=settings.get("mu_r", 0.1),
-    n_chains=grid.get("n_chains", 16),
-    shared_noise=grid.get("shared_noise", False),
-    seed=settings.get("seed", 0),
+    mu_r=settings["mu_r"],
+    n_chains=grid["n_chains"],
+    shared_noise=grid["shared_noise"],
+    seed=settings["seed"],
     **simulation_options(settings),
 )
 write_tsv(frame, sm.output.tsv)

@@ -2,7 +2,7 @@
 
 import torch
 
-from featdyn.config import torch_device
+from featdyn.device import torch_device
 from featdyn.io import log_to, write_tsv
 from featdyn.train import TrainSpec, train_configured_run
 
@@ -18,6 +18,6 @@ metrics = train_configured_run(
     state_dir=sm.params.state_dir,
     device=torch_device(sm.params.device),
     provenance={"run": dict(sm.params.run), "recipe": dict(sm.params.recipe)},
-    progress=sm.params.progress,
+    progress=sm.config["progress"],
 )
 write_tsv(metrics, sm.output.metrics)

@@ -3,8 +3,8 @@
 import torch
 
 from featdyn.checkpoints import CheckpointStore
-from featdyn.config import torch_device
 from featdyn.data import read_dataset, tensor_data, training_subset
+from featdyn.device import torch_device
 from featdyn.dynamics import compute_trajectories, write_trajectories
 from featdyn.io import log_to
 
@@ -14,14 +14,14 @@ torch.set_num_threads(sm.threads)
 settings = sm.params.settings
 store = CheckpointStore(sm.input.checkpoints)
 arrays = read_dataset(sm.input.data)
-rows, x = training_subset(tensor_data(arrays), settings.get("subset"), sm.params.seed)
+rows, x = training_subset(tensor_data(arrays), settings["subset"], sm.params.seed)
 result = compute_trajectories(
     store,
     x,
     store.labels["train"][rows],
     rows,
-    depth=settings.get("depth", 2),
-    resolution=settings.get("resolution", 300),
+    depth=settings["depth"],
+    resolution=settings["resolution"],
     batch_size=sm.params.batch_size,
     device=torch_device(sm.params.device),
 )

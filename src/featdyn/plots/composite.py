@@ -71,14 +71,21 @@ def plot_memory(results: Mapping[int, BandResult], title: str, n_curves: int = 4
 
 
 def plot_memory_window(frame: pd.DataFrame, threshold: float) -> plt.Figure:
-    """W_θ(t) against t; `frame` has columns run, depth, eval_set, epoch, window."""
+    """W_θ(t) against t; `frame` has columns run, depth, eval_set, epoch, memory_window."""
     set_theme()
     sets = sorted(frame["eval_set"].unique())
     fig, axes = plt.subplots(1, len(sets), figsize=(6 * len(sets), 4), squeeze=False, sharey=True)
     for ax, eval_set in zip(axes[0], sets):
         sub = frame[frame["eval_set"] == eval_set]
         sns.lineplot(
-            data=sub, x="epoch", y="window", hue="depth", style="run", marker="o", ax=ax, palette="viridis"
+            data=sub,
+            x="epoch",
+            y="memory_window",
+            hue="depth",
+            style="run",
+            marker="o",
+            ax=ax,
+            palette="viridis",
         )
         ax.set(
             xlabel="reference (deep) epoch t",

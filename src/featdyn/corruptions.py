@@ -1,4 +1,4 @@
-"""Corrupted evaluation data (SPEC §8): local corruptions for any dataset and the CIFAR-10/100-C files.
+"""Corruption transforms (docs/definitions.md §8): local corruptions for any dataset, CIFAR-10/100-C reading.
 
 Local corruptions
 -----------------
@@ -72,9 +72,28 @@ CIFAR_C_BENCHMARK: tuple[str, ...] = (
 )
 CIFAR_C_EXTRA: tuple[str, ...] = ("speckle_noise", "gaussian_blur", "spatter", "saturate")
 CIFAR_C_ALL: tuple[str, ...] = CIFAR_C_BENCHMARK + CIFAR_C_EXTRA
-CIFAR_C_SOURCES = {
-    "CIFAR-10-C": "https://zenodo.org/records/2535967",
-    "CIFAR-100-C": "https://zenodo.org/records/3555552",
+
+
+@dataclass(frozen=True)
+class CifarCRelease:
+    """A published CIFAR-C release: its folder name, download URL (Zenodo record) and md5."""
+
+    folder: str
+    url: str
+    md5: str
+
+
+CIFAR_C_RELEASES = {
+    "cifar10": CifarCRelease(
+        "CIFAR-10-C",
+        "https://zenodo.org/records/2535967/files/CIFAR-10-C.tar",
+        "56bf5dcef84df0e2308c6dcbcbbd8499",
+    ),
+    "cifar100": CifarCRelease(
+        "CIFAR-100-C",
+        "https://zenodo.org/records/3555552/files/CIFAR-100-C.tar",
+        "11f0ed0f1191edbf9fa23466ae6021d3",
+    ),
 }
 
 
@@ -418,7 +437,7 @@ def _check_severities(severities: Sequence[int]) -> None:
 def _check_cifar_c_files(folder: Path, stems: Sequence[str]) -> None:
     missing = [f"{stem}.npy" for stem in stems if not (folder / f"{stem}.npy").is_file()]
     if missing:
-        sources = ", ".join(f"{dataset} from {url}" for dataset, url in CIFAR_C_SOURCES.items())
+        sources = ", ".join(f"{r.folder} from {r.url}" for r in CIFAR_C_RELEASES.values())
         raise FileNotFoundError(
             f"CIFAR-C folder {folder} lacks {len(missing)} file(s): {', '.join(missing)}. "
             f"Download and extract the release ({sources}) so that the folder holds <corruption>.npy "

@@ -16,19 +16,16 @@ from helpers import tiny_arrays
 from scipy import stats
 
 from featdyn.composite import BandResult
-from featdyn.config import ConfigError, check_config
+from featdyn.config import ConfigError, effective_config, merge
 from featdyn.consistency import (
     consistency_frame,
-    consistency_keys,
-    figure_eval_sets,
     kde_frame,
     memory_consistency,
-    stats_settings,
     table1_markdown,
     welch_consistency_table,
 )
-from featdyn.corrupt import corrupt, images_to_float, images_to_uint8
-from featdyn.corrupted import CorruptedDataUnavailable, build_corrupted_file
+from featdyn.corrupted_sets import CorruptedDataUnavailable, build_corrupted_file
+from featdyn.corruptions import corrupt, images_to_float, images_to_uint8
 from featdyn.data import (
     Arrays,
     corrupted_sets,
@@ -38,6 +35,7 @@ from featdyn.data import (
     tensor_data,
     write_dataset,
 )
+from featdyn.planning import consistency_figure_keys, consistency_keys, figure_eval_sets
 from featdyn.plots.consistency import plot_consistency_kdes
 
 NAMES, SEVERITIES = ["gaussian_noise", "gaussian_blur"], [2, 5]
@@ -282,9 +280,15 @@ def config(**sections) -> dict:
         "pairs": {"p": {"clean": "clean", "noisy": "noisy"}},
         "composite": {"depths": [1], "eval_sets": ["test"], "window": 3},
         "corruptions": {"default": ["gaussian_blur"], "severities": [5]},
-        "stats": {"window": 2, "eval_sets": ["test", "gaussian_blur-5"]},
+        "stats": {
+            "window": 2,
+            "eval_sets": ["test", "gaussian_blur-5"],
+            "figure_eval_set": None,
+            "figure_corruptions": None,
+        },
+        "phase": {"dataset": "m"},
     }
-    return {**base, **sections}
+    return effective_config(merge(base, sections))
 
 
 @pytest.mark.parametrize(
@@ -300,36 +304,36 @@ def config(**sections) -> dict:
     ],
 )
 def test_config_checks_name_the_key_and_allowed_values(sections, key):
-    check_config(config())
+    config()
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
-        check_config(config(**sections))
+        config(**sections)
 
 
 def test_config_accepts_cifar_c_names_for_cifar_sources():
-    cifar = config(datasets={"m": {"source": "cifar10"}}, corruptions={"default": ["fog"], "severities": [5]})
-    cifar["runs"] = {k: {**v, "model": "resnet20"} for k, v in cifar["runs"].items()}
-    check_config({**cifar, "stats": {"window": 2, "eval_sets": ["fog-5"]}})
+    config(
+        datasets={"m": {"source": "cifar10"}},
+        runs={"clean": {"model": "resnet20"}, "noisy": {"model": "resnet20"}},
+        corruptions={"default": ["fog"], "severities": [5]},
+        stats={"eval_sets": ["fog-5"]},
+    )
 
 
-def test_statistics_read_tested_sets_at_every_depth_and_panels_at_the_figure_depth():
+def test_statistics_read_tested_sets_at_every_depth_and_figures_their_panels_at_the_figure_depth():
     plan = config(
-        composite={"depths": [1, 2], "eval_sets": ["test"], "window": 3},
+        composite={"depths": [1, 2], "eval_sets": ["test"], "window": 3, "figure_depth": 2},
         corruptions={"default": ["gaussian_blur", "contrast"], "severities": [3, 5]},
         stats={"window": 2, "eval_sets": ["test", "gaussian_blur-5"], "figure_eval_set": "contrast-3"},
     )
     assert figure_eval_sets(plan, "p", "noisy") == ["test", "contrast-3"]
     assert figure_eval_sets(plan, "p", "corruptions") == ["gaussian_blur-5", "contrast-5"]
-    keys = consistency_keys(plan, figure_depth=2)
-    expected_sets = [
-        ("test", 1),
-        ("test", 2),
-        ("gaussian_blur-5", 1),
-        ("gaussian_blur-5", 2),
-        ("contrast-3", 2),
-        ("contrast-5", 2),
+    tested = [("test", 1), ("test", 2), ("gaussian_blur-5", 1), ("gaussian_blur-5", 2)]
+    assert consistency_keys(plan) == [
+        ("p", side, side, e, d) for side in ("clean", "noisy") for e, d in tested
     ]
-    assert keys == [("p", side, side, e, d) for side in ("clean", "noisy") for e, d in expected_sets]
-    assert stats_settings({"composite": {"window": 7}})["window"] == 7
+    panels = [("test", 2), ("contrast-3", 2)]
+    assert consistency_figure_keys(plan, "p", "noisy") == [
+        ("p", side, side, e, d) for side in ("clean", "noisy") for e, d in panels
+    ]
 
 
 def test_consistency_frame_columns_are_tidy():

@@ -1,4 +1,4 @@
-"""Tests for featdyn.corrupt: local corruptions, conversions, PSNR and the CIFAR-C reader."""
+"""Tests for featdyn.corruptions: local corruptions, conversions, PSNR and the CIFAR-C reader."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from featdyn.corrupt import (
+from featdyn.corruptions import (
     CIFAR_C_ALL,
     CIFAR_C_BENCHMARK,
     CIFAR_C_EXTRA,

@@ -1,9 +1,11 @@
-"""Corrupted test sets of a dataset → `results/data/{dataset}-c.h5` (SPEC §8; layout in featdyn.data).
+"""Corrupted test sets of a dataset → `results/data/{dataset}-c.h5` (docs/definitions.md §8).
+
+The file layout is documented in featdyn.data.
 
 CIFAR-10 and CIFAR-100 use the published CIFAR-10-C / CIFAR-100-C releases, looked up in the local
 mirror folders (`<mirror>/CIFAR-10-C/<corruption>.npy`), then in the cache, else downloaded from
 Zenodo (about 2.9 GB each). Every other dataset gets its test set corrupted locally by
-`featdyn.corrupt` (severities documented there), deterministic per seed.
+`featdyn.corruptions` (severities documented there), deterministic per seed.
 """
 
 from __future__ import annotations
@@ -11,40 +13,25 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from featdyn.corrupt import corrupt_all, images_to_float, images_to_uint8, read_cifar_c
+from featdyn.corruptions import (
+    CIFAR_C_RELEASES,
+    CifarCRelease,
+    corrupt_all,
+    images_to_float,
+    images_to_uint8,
+    read_cifar_c,
+)
 from featdyn.data import read_dataset
 from featdyn.io import atomic_h5
 
 CorruptedSet = tuple[tuple[str, int], np.ndarray]
 """((corruption, severity), raw corrupted test inputs)."""
-
-
-@dataclass(frozen=True)
-class CifarCRelease:
-    folder: str
-    url: str
-    md5: str
-
-
-CIFAR_C_RELEASES = {
-    "cifar10": CifarCRelease(
-        "CIFAR-10-C",
-        "https://zenodo.org/records/2535967/files/CIFAR-10-C.tar",
-        "56bf5dcef84df0e2308c6dcbcbbd8499",
-    ),
-    "cifar100": CifarCRelease(
-        "CIFAR-100-C",
-        "https://zenodo.org/records/3555552/files/CIFAR-100-C.tar",
-        "11f0ed0f1191edbf9fa23466ae6021d3",
-    ),
-}
 
 
 class CorruptedDataUnavailable(RuntimeError):

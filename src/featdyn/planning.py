@@ -1,0 +1,253 @@
+"""Workflow planning: from an effective config (defaults filled) to the runs, epochs, depths and files
+each stage analyses. The rules in `workflow/rules/` compute their targets and inputs with these
+functions and nothing else; `featdyn.config` uses them to check a config before any job runs.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from featdyn.checkpoints import strided_epochs
+from featdyn.corruptions import CIFAR_C_ALL, CIFAR_C_RELEASES, corruption_names
+from featdyn.data import (
+    CLASSES,
+    DEBIAN_DATASET_DIRS,
+    SAMPLE_SHAPES,
+    TORCHVISION,
+    corrupted_set_name,
+)
+from featdyn.models import Staged, build_model
+from featdyn.train import TrainSpec
+
+Config = Mapping[str, Any]
+
+# --- runs and their models ------------------------------------------------------------------------
+
+
+def analysed_runs(config: Config, *section: str) -> list[str]:
+    """Runs of an analysis section (e.g. `"composite"` or `"dynamics", "pca"`): its `runs` list, or
+    every run when it is null (`[]` analyses none)."""
+    node = config
+    for key in section:
+        node = node[key]
+    return list(config["runs"]) if node["runs"] is None else list(node["runs"])
+
+
+def run_model(run: Mapping[str, Any], datasets: Mapping[str, Any]) -> Staged:
+    """A freshly initialised model of a run, for its dataset's sample shape and classes."""
+    source = datasets[run["dataset"]]["source"]
+    return build_model(run["model"], SAMPLE_SHAPES[source], CLASSES[source], **run["model_options"])
+
+
+def n_stages(run: Mapping[str, Any], datasets: Mapping[str, Any]) -> int:
+    return run_model(run, datasets).n_stages
+
+
+def feature_size(run: Mapping[str, Any], datasets: Mapping[str, Any], depth: int) -> int:
+    """Number of values of the feature at split depth `depth` of a run's model, per sample."""
+    import torch
+
+    source = datasets[run["dataset"]]["source"]
+    with torch.no_grad():
+        model = run_model(run, datasets).eval()
+        return model(torch.zeros(1, *SAMPLE_SHAPES[source]), 0, depth)[0].numel()
+
+
+def trajectory_runs(config: Config) -> list[str]:
+    """Runs of the trajectory figure: `dynamics.trajectories.runs`, or every run with a 2-D feature."""
+    section = config["dynamics"]["trajectories"]
+    if section["runs"] is not None:
+        return list(section["runs"])
+    depth, datasets = section["depth"], config["datasets"]
+    return [
+        name
+        for name, run in config["runs"].items()
+        if depth < n_stages(run, datasets) and feature_size(run, datasets, depth) == 2
+    ]
+
+
+def saved_epochs(config: Config, run: str) -> list[int]:
+    """The epochs a run saves (0, every `save_every`-th, the last)."""
+    run_config = config["runs"][run]
+    return TrainSpec.from_config(run_config, config["recipes"][run_config["recipe"]]).saved_epochs()
+
+
+def wants_gpu(config: Config) -> bool:
+    """Whether training-type rules should ask for a GPU (`device: cuda`, or `auto` with a driver)."""
+    device = config["device"]
+    return device == "cuda" or (device == "auto" and shutil.which("nvidia-smi") is not None)
+
+
+def freeze_epoch(config: Config, run: str) -> int:
+    """Epoch the freezing continuations start from: `interventions.freeze_epoch`, else the saved epoch
+    nearest 3/4 of the run (paper 1: 150 of 200), before the last one."""
+    chosen = config["interventions"]["freeze_epoch"]
+    if chosen is not None:
+        return chosen
+    candidates = saved_epochs(config, run)[:-1]
+    target = 0.75 * config["runs"][run]["epochs"]
+    return min(candidates, key=lambda epoch: (abs(epoch - target), epoch))
+
+
+# --- composite files ------------------------------------------------------------------------------
+
+
+def composite_file(run: str, eval_set: str, depth: int) -> str:
+    return f"results/runs/{run}/composite/{eval_set}_d{depth}.h5"
+
+
+def composite_keys(
+    config: Config, runs: Sequence[str], eval_sets: Sequence[str], depths: Sequence[int] | None = None
+) -> list[tuple[str, str, int]]:
+    """(run, eval set, depth) of every composite file, in a fixed order (all composite depths by default)."""
+    depths = config["composite"]["depths"] if depths is None else depths
+    return [(r, e, d) for r in runs for e in eval_sets for d in depths]
+
+
+def figure_depth(config: Config) -> int:
+    """Depth of the forgetting, transferability and KDE figures: `composite.figure_depth`, else the middle."""
+    depths = config["composite"]["depths"]
+    chosen = config["composite"]["figure_depth"]
+    return depths[len(depths) // 2] if chosen is None else chosen
+
+
+# --- corrupted test sets --------------------------------------------------------------------------
+
+
+def available_corruptions(source: str) -> list[str]:
+    """Corruptions a dataset source offers: the CIFAR-C release files for CIFAR-10/100, else local ones."""
+    if source in CIFAR_C_RELEASES:
+        return list(CIFAR_C_ALL)
+    return corruption_names("signal" if len(SAMPLE_SHAPES[source]) == 1 else "image")
+
+
+def dataset_corruptions(config: Config, dataset: str) -> list[str]:
+    """Corruptions in a dataset's -c.h5 file: its own list, else the default list, else all available."""
+    section = config["corruptions"]
+    names = section["datasets"][dataset] if dataset in section["datasets"] else section["default"]
+    return list(names) if names else available_corruptions(config["datasets"][dataset]["source"])
+
+
+def corrupted_eval_sets(config: Config, dataset: str) -> list[str]:
+    """Evaluation-set names `<corruption>-<severity>` of every corrupted test set of a dataset."""
+    severities = config["corruptions"]["severities"]
+    return [corrupted_set_name(n, s) for n in dataset_corruptions(config, dataset) for s in severities]
+
+
+# --- clean vs. noisy consistency ------------------------------------------------------------------
+
+FIGURE_KINDS = ("noisy", "corruptions")
+ConsistencyKey = tuple[str, str, str, str, int]
+"""(pair, condition, run, eval set, depth) of a composite file the statistics read."""
+
+
+def figure_eval_sets(config: Config, pair: str, kind: str) -> list[str]:
+    """Panels of a clean vs. noisy figure. `noisy` (Fig. 7): the test set and `stats.figure_eval_set`;
+    `corruptions` (Figs. 16/17): `stats.figure_corruptions` (null: every corruption of the pair's
+    dataset) at `stats.figure_severity`."""
+    stats = config["stats"]
+    if kind == "noisy":
+        return ["test"] + ([stats["figure_eval_set"]] if stats["figure_eval_set"] else [])
+    dataset = config["runs"][config["pairs"][pair]["clean"]]["dataset"]
+    names = stats["figure_corruptions"] or dataset_corruptions(config, dataset)
+    return [corrupted_set_name(name, stats["figure_severity"]) for name in names]
+
+
+def consistency_keys(config: Config) -> list[ConsistencyKey]:
+    """Every composite file of the Welch tests: the `stats.eval_sets` at every composite depth, for every
+    pair, clean run first."""
+    keys = []
+    for pair, runs in config["pairs"].items():
+        tested = [(e, d) for e in config["stats"]["eval_sets"] for d in config["composite"]["depths"]]
+        keys += [(pair, side, runs[side], e, d) for side in ("clean", "noisy") for e, d in tested]
+    return keys
+
+
+def consistency_figure_keys(config: Config, pair: str, kind: str) -> list[ConsistencyKey]:
+    """The composite files of one clean vs. noisy figure: its panels at the figure depth."""
+    runs, depth = config["pairs"][pair], figure_depth(config)
+    eval_sets = figure_eval_sets(config, pair, kind)
+    return [(pair, side, runs[side], e, depth) for side in ("clean", "noisy") for e in eval_sets]
+
+
+# --- SGD-noise anisotropy -------------------------------------------------------------------------
+
+
+def checkpoint_epochs(saved: Sequence[int], epochs: Sequence[int], stride: int) -> list[int]:
+    """The configured `epochs`, or when empty every `stride`-th saved epoch, ending at the last one."""
+    return sorted(epochs) if epochs else strided_epochs(saved, stride)
+
+
+def isotropy_epochs(config: Config, run: str) -> list[int]:
+    """Checkpoint epochs the `isotropy` section analyses for `run` (its `epochs`, or a stride)."""
+    section = config["isotropy"]
+    return checkpoint_epochs(saved_epochs(config, run), section["epochs"], section["stride"])
+
+
+def isotropy_keys(config: Config, figure_only: bool = False) -> list[tuple[str, int, int]]:
+    """(run, epoch, depth) of every isotropy file, in a fixed order; with `figure_only`, only the
+    spectrum figure's epoch (`figure_epoch`, else each run's last analysed epoch)."""
+    section = config["isotropy"]
+    keys = []
+    for run in analysed_runs(config, "isotropy"):
+        epochs = isotropy_epochs(config, run)
+        if figure_only:
+            epochs = [epochs[-1] if section["figure_epoch"] is None else section["figure_epoch"]]
+        keys += [(run, epoch, depth) for epoch in epochs for depth in section["depths"]]
+    return keys
+
+
+def memory_depths(config: Config, run: str) -> list[int]:
+    """The isotropy depths whose memory window the composite stage computes for `run` (maybe none)."""
+    if run not in analysed_runs(config, "composite"):
+        return []
+    return [d for d in config["isotropy"]["depths"] if d in config["composite"]["depths"]]
+
+
+# --- paper 2's phase sweep ------------------------------------------------------------------------
+
+PHASE_FALLBACK_DATASET = "mnist1d"
+
+
+def phase_grid(section: Mapping[str, Any]) -> list[tuple[str, float, float]]:
+    """Every (axis, level, α) of the sweep configured in section `phase`, in config order."""
+    return [
+        (axis, float(level), float(alpha))
+        for axis, levels in section["axes"].items()
+        for level in levels
+        for alpha in section["alphas"]
+    ]
+
+
+def locally_available(
+    source: str, mirror_dirs: Sequence[str | os.PathLike], cache_dir: str | os.PathLike
+) -> bool:
+    """Whether every raw file of a torchvision dataset is on disk (mirrors, Debian's folder, the cache)."""
+    if source not in TORCHVISION:
+        return False
+    spec = TORCHVISION[source]
+    folders = [Path(d) / source for d in mirror_dirs] + [Path(d) for d in mirror_dirs]
+    folders.append(Path(cache_dir) / source / spec.raw_subdir)
+    if source in DEBIAN_DATASET_DIRS:
+        folders.append(Path(DEBIAN_DATASET_DIRS[source]))
+    return any(all((folder / name).is_file() for name in spec.raw_files) for folder in folders)
+
+
+def phase_dataset(config: Config) -> tuple[str, dict[str, Any]]:
+    """The dataset key of the phase sweep and its `datasets` entry (without defaults filled).
+
+    `phase.dataset` is a key of `datasets`, a source name, or `auto`: Fashion-MNIST if its raw files are on
+    disk (mirror_dirs, Debian's /usr/share/datasets, cache_dir), else MNIST-1D.
+    """
+    datasets, name = config["datasets"], config["phase"]["dataset"]
+    if name == "auto":
+        offline = locally_available("fashion_mnist", config["mirror_dirs"], config["cache_dir"])
+        name = "fashion_mnist" if offline else PHASE_FALLBACK_DATASET
+    if name in datasets:
+        return name, dict(datasets[name])
+    same_source = [key for key, entry in datasets.items() if entry["source"] == name]
+    return (same_source[0], dict(datasets[same_source[0]])) if same_source else (name, {"source": name})

@@ -14,6 +14,7 @@ from featdyn.data import (
     fetch,
     noisy_labels,
     read_dataset,
+    sample_shape,
     subset_indices,
     tensor_data,
 )
@@ -116,3 +117,19 @@ def test_local_mirror_folder_is_used_before_downloading(tmp_path, monkeypatch):
         (mirror / f.name).symlink_to(f)
     options = dataset_entry("fashion_mnist", [str(tmp_path / "mirror")], mirrors=["http://127.0.0.1:9/"])
     assert fetch("fashion_mnist", options, tmp_path / "cache").x_test.shape[0] == 10000
+
+
+def test_subsets_and_padding_are_applied_when_the_file_is_written(tmp_path):
+    options = dataset_entry("digits", train_samples=100, test_samples=50, pad_to=12)
+    arrays = download_to("digits", options, tmp_path / "d.h5")
+    full = fetch("digits", dataset_entry("digits"), tmp_path)
+    assert arrays.x_train.shape == (100, 1, 12, 12) and arrays.x_test.shape == (50, 1, 12, 12)
+    stored = read_dataset(tmp_path / "d.h5")
+    np.testing.assert_array_equal(stored.x_train, arrays.x_train)
+    assert (stored.x_train[:, :, :2] == 0).all() and (stored.x_train[:, :, -2:] == 0).all()
+    rows = subset_indices(len(full.y_train), 100, options["seed"])  # the documented seeded subset
+    np.testing.assert_array_equal(stored.x_train[:, :, 2:10, 2:10], full.x_train[rows])
+    np.testing.assert_array_equal(stored.y_train, full.y_train[rows])
+    assert sample_shape(options) == (1, 12, 12)
+    with pytest.raises(ValueError, match="smaller than the images"):
+        download_to("digits", dataset_entry("digits", pad_to=6), tmp_path / "e.h5")

@@ -117,7 +117,7 @@ def gpu_rules(profile: Path = SLURM_PROFILE) -> dict[str, dict[str, object]]:
 
 def sbatch_calls(output: str) -> dict[str, str]:
     """Rule name -> sbatch command line, from Snakemake's --verbose output."""
-    calls = re.findall(r"sbatch call: (sbatch .*? --comment rule_(\w+) .*)", output)
+    calls = re.findall(r"sbatch call: (sbatch .*? --comment rule_(\w+?)(?:_wildcards_\S*)? .*)", output)
     return {rule: call for call, rule in calls}
 
 
@@ -162,3 +162,25 @@ def test_default_profile_parses(tmp_path: Path) -> None:
     result = run_snakemake(args, tmp_path, RUN_TIMEOUT_S, dict(os.environ))
     assert result.returncode == 0, result.stdout[-4000:]
     assert "Using workflow specific profile" in result.stdout
+
+
+@pytest.mark.slurm
+def test_featdyn_jobs_carry_their_computed_runtime_and_memory(slurm: LocalSlurm, tmp_path: Path) -> None:
+    """The real workflow on SLURM: download and train are submitted with the wall time and memory that
+    featdyn.costs computes from the config, not the profile's 60-minute default."""
+    from featdyn import costs
+    from featdyn.config import load_config
+
+    preset = REPO_ROOT / "configs" / "tiny.yaml"
+    target = "results/runs/m1d-clean/checkpoints.h5"
+    result = run_snakemake_on_slurm(
+        tmp_path, REPO_ROOT / "Snakefile", ["--configfile", str(preset), "--verbose", target], timeout=600
+    )
+    assert result.returncode == 0, describe(result.stdout, slurm)
+    expected = costs.train_resources(load_config(preset), "m1d-clean")
+    calls = sbatch_calls(result.stdout)
+    assert "train" in calls, describe(result.stdout, slurm)
+    call = calls["train"]
+    assert f"-t {expected['runtime']}" in call, call
+    assert f"--mem {expected['mem_mb']}" in call, call
+    assert (tmp_path / target).exists()

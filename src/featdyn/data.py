@@ -14,7 +14,7 @@ import re
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +78,17 @@ SAMPLE_SHAPES: dict[str, tuple[int, ...]] = {
     "mnist1d": (40,),
     "digits": (1, 8, 8),
 }
-"""Input shape of one sample (without the batch axis) per source, as the models see it."""
+"""Input shape of one sample (without the batch axis) per source, as fetched."""
+
+
+def sample_shape(entry: Mapping[str, Any]) -> tuple[int, ...]:
+    """Input shape of one sample of a `datasets` entry as stored and seen by the models (after `pad_to`)."""
+    shape = SAMPLE_SHAPES[entry["source"]]
+    if entry["pad_to"] is None:
+        return shape
+    if len(shape) != 3:
+        raise ValueError(f"pad_to applies to images; source {entry['source']!r} holds signals")
+    return (shape[0], entry["pad_to"], entry["pad_to"])
 
 
 class DatasetUnavailable(RuntimeError):
@@ -284,8 +294,34 @@ def download_to(
             arrays = fetch(source, options, tmp)
     else:
         arrays = fetch(source, options, cache_dir)
+    arrays = pad_images(subsample(arrays, options), options["pad_to"])
     write_dataset(arrays, path, {"source": source, **options})
     return arrays
+
+
+def subsample(arrays: Arrays, options: Mapping[str, Any]) -> Arrays:
+    """Seeded subsets of `train_samples` training and `test_samples` test samples (null: all)."""
+    train = subset_indices(len(arrays.y_train), options["train_samples"], options["seed"])
+    test = subset_indices(len(arrays.y_test), options["test_samples"], options["seed"] + 1)
+    return replace(
+        arrays,
+        x_train=arrays.x_train[train],
+        y_train=arrays.y_train[train],
+        x_test=arrays.x_test[test],
+        y_test=arrays.y_test[test],
+    )
+
+
+def pad_images(arrays: Arrays, size: int | None) -> Arrays:
+    """Zero-pad (N, C, H, W) images symmetrically to size × size (e.g. 28 → 32 for ResNet-20); None: as is."""
+    if size is None:
+        return arrays
+    _, height, width = arrays.sample_shape
+    if size < max(height, width):
+        raise ValueError(f"pad_to = {size} is smaller than the images ({height} × {width})")
+    top, left = (size - height) // 2, (size - width) // 2
+    pad = ((0, 0), (0, 0), (top, size - height - top), (left, size - width - left))
+    return replace(arrays, x_train=np.pad(arrays.x_train, pad), x_test=np.pad(arrays.x_test, pad))
 
 
 # --- tensors for training ----------------------------------------------------------------------

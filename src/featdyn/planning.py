@@ -19,6 +19,7 @@ from featdyn.data import (
     SAMPLE_SHAPES,
     TORCHVISION,
     corrupted_set_name,
+    sample_shape,
 )
 from featdyn.models import Staged, build_model
 from featdyn.train import TrainSpec
@@ -39,8 +40,8 @@ def analysed_runs(config: Config, *section: str) -> list[str]:
 
 def run_model(run: Mapping[str, Any], datasets: Mapping[str, Any]) -> Staged:
     """A freshly initialised model of a run, for its dataset's sample shape and classes."""
-    source = datasets[run["dataset"]]["source"]
-    return build_model(run["model"], SAMPLE_SHAPES[source], CLASSES[source], **run["model_options"])
+    entry = datasets[run["dataset"]]
+    return build_model(run["model"], sample_shape(entry), CLASSES[entry["source"]], **run["model_options"])
 
 
 def n_stages(run: Mapping[str, Any], datasets: Mapping[str, Any]) -> int:
@@ -51,10 +52,9 @@ def feature_size(run: Mapping[str, Any], datasets: Mapping[str, Any], depth: int
     """Number of values of the feature at split depth `depth` of a run's model, per sample."""
     import torch
 
-    source = datasets[run["dataset"]]["source"]
     with torch.no_grad():
         model = run_model(run, datasets).eval()
-        return model(torch.zeros(1, *SAMPLE_SHAPES[source]), 0, depth)[0].numel()
+        return model(torch.zeros(1, *sample_shape(datasets[run["dataset"]])), 0, depth)[0].numel()
 
 
 def trajectory_runs(config: Config) -> list[str]:

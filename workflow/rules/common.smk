@@ -2,6 +2,14 @@
 # the run table, and input functions shared by every stage. Planning logic lives in featdyn.planning.
 
 from featdyn.config import effective_config, job_settings
+from featdyn.costs import (
+    composite_resources,
+    continuation_resources,
+    isotropy_resources,
+    phase_cell_resources,
+    separation_resources,
+    train_resources,
+)
 from featdyn.data import parse_corrupted_set
 from featdyn.planning import (
     analysed_runs,

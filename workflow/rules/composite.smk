@@ -43,6 +43,8 @@ rule composite:
     threads: 2
     resources:
         gpu=GPU,
+        runtime=lambda wc: composite_resources(config, wc.run, wc.eval_set)["runtime"],
+        mem_mb=lambda wc: composite_resources(config, wc.run, wc.eval_set)["mem_mb"],
     params:
         settings={key: COMPOSITE[key] for key in COMPOSITE_JOB_KEYS},
         seed=SEED,

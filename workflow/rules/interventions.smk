@@ -34,6 +34,8 @@ rule continue_frozen:
     threads: 2
     resources:
         gpu=GPU,
+        runtime=lambda wc: continuation_resources(config, wc.run, "freeze")["runtime"],
+        mem_mb=lambda wc: continuation_resources(config, wc.run, "freeze")["mem_mb"],
     params:
         run=run_config,
         recipe=recipe_config,
@@ -86,6 +88,8 @@ rule continue_reinit:
     threads: 2
     resources:
         gpu=GPU,
+        runtime=lambda wc: continuation_resources(config, wc.run, "reinit")["runtime"],
+        mem_mb=lambda wc: continuation_resources(config, wc.run, "reinit")["mem_mb"],
     params:
         run=run_config,
         recipe=recipe_config,

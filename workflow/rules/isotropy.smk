@@ -37,6 +37,8 @@ rule isotropy:
     threads: 1
     resources:
         gpu=GPU,
+        runtime=lambda wc: isotropy_resources(config, wc.run)["runtime"],
+        mem_mb=lambda wc: isotropy_resources(config, wc.run)["mem_mb"],
     params:
         settings=job_settings(ISOTROPY, IsotropySettings),
         batch_size=lambda wc: recipe_config(wc)["batch_size"],

@@ -36,6 +36,8 @@ rule phase_cell:
     threads: PHASE["threads"]
     resources:
         gpu=GPU,
+        runtime=phase_cell_resources(config)["runtime"],
+        mem_mb=phase_cell_resources(config)["mem_mb"],
     params:
         settings=lambda wc: asdict(cell_settings(PHASE_SETTINGS, wc.cell)),
         seeds=PHASE["seeds"],

@@ -21,6 +21,8 @@ rule separation:
     threads: 2
     resources:
         gpu=GPU,
+        runtime=lambda wc: separation_resources(config, wc.run)["runtime"],
+        mem_mb=lambda wc: separation_resources(config, wc.run)["mem_mb"],
     params:
         settings={key: value for key, value in SEPARATION.items() if key != "runs"},
         seed=SEED,

@@ -16,6 +16,8 @@ rule train:
     threads: 2
     resources:
         gpu=GPU,
+        runtime=lambda wc: train_resources(config, wc.run)["runtime"],
+        mem_mb=lambda wc: train_resources(config, wc.run)["mem_mb"],
     params:
         run=run_config,
         recipe=recipe_config,

@@ -11,9 +11,8 @@ import pytest
 import torch
 from scipy import stats
 
-from featdyn import isotropy
 from featdyn.checkpoints import CheckpointStore
-from featdyn.features import feature_reducer, reduce_features
+from featdyn.reduction import reduce_features
 from featdyn.surrogates import (
     SurrogateSettings,
     class_gaps,
@@ -247,34 +246,6 @@ def test_sliced_w2_matches_pot() -> None:
     assert got == sliced_wasserstein2(torch.from_numpy(x), torch.from_numpy(y), n_projections=64, seed=3)
     many = sliced_wasserstein2(torch.from_numpy(x), torch.from_numpy(y), n_projections=4000, seed=0)
     assert many == pytest.approx(ot.sliced_wasserstein_distance(x, y, n_projections=4000, seed=0), rel=0.03)
-
-
-# --- shared feature reduction ----------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("shape", "reduce", "p_max"),
-    [
-        ((6, 5, 4), "gap", 512),
-        ((6, 5, 4), "gap", 10),
-        ((6, 5, 4), "proj", 32),
-        ((6, 9), "gap", 512),
-        ((6, 9), "proj", 20),
-        ((12,), "gap", 512),
-        ((12,), "proj", 7),
-    ],
-)
-def test_reduction_equals_the_isotropy_stage(shape: tuple[int, ...], reduce: str, p_max: int) -> None:
-    generator = torch.Generator().manual_seed(0)
-    for n_concat in (1, 3):
-        features = torch.randn(5, n_concat, *shape, generator=generator, dtype=torch.float64)
-        theirs, their_info = isotropy.feature_reducer(shape, n_concat, reduce, p_max, 4)
-        ours, our_info = feature_reducer(shape, n_concat, reduce, p_max, 4)
-        torch.testing.assert_close(ours(features), theirs(features), rtol=0, atol=0)
-        assert our_info == their_info
-    samples = torch.randn(5, *shape, generator=generator, dtype=torch.float64)
-    theirs, _ = isotropy.feature_reducer(shape, 1, reduce, p_max, 4)
-    torch.testing.assert_close(reduce_features(samples, reduce, p_max, 4), theirs(samples[:, None]))
 
 
 # --- sets from a run's checkpoints --------------------------------------------------------------------

@@ -21,7 +21,7 @@ epochs τ in [t − W, t]):
   empirical 1-D measures (unequal sizes through their quantile functions on the merged grid);
 * the class-wise gap of f^(t): train accuracy − test accuracy, and test − train cross-entropy.
 
-Features are reduced to vectors as in the isotropy stage (`featdyn.features`), computed for every
+Features are reduced to vectors as in the isotropy stage (`featdyn.reduction`, shared code), computed for every
 epoch needed at once (`CompositeEngine`, vmapped over the stacked checkpoints) on seeded per-class
 subsets of the training and test sets. Every statistic is computed in float64.
 """
@@ -41,7 +41,7 @@ from scipy import stats
 from featdyn.checkpoints import CheckpointStore
 from featdyn.composite import CompositeEngine
 from featdyn.data import subset_indices
-from featdyn.features import Reduce, sample_reducer
+from featdyn.reduction import Reduce, sample_reducer
 
 DTYPE = torch.float64
 SURROGATE_COLUMNS = ("mmd2_aug", "mmd2_plain", "sw2_aug", "sw2_plain")

@@ -6,14 +6,17 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import train_tiny
+from helpers import tiny_arrays, train_tiny
 
 from featdyn.checkpoints import CheckpointStore
 from featdyn.composite import CompositeEngine
+from featdyn.data import training_subset
 from featdyn.ensembles import (
-    METHODS,
+    TABLE_COLUMNS,
+    EnsembleSettings,
     average_state,
     cumulative_window_means,
+    ensemble_stage,
     ensemble_table,
     expected_calibration_error,
     prediction_ensembles,
@@ -174,29 +177,51 @@ def test_batchnorm_recompute_averages_the_batches(store, tiny_data) -> None:
 
 def test_ensemble_table(store, eval_data, tiny_data) -> None:
     x, y = eval_data
-    table = ensemble_table(store, 2, 4, [0, 1, 3], x, y, tiny_data.x_train, batch_size=32)
-    assert list(table.columns) == [
-        "depth",
-        "epoch",
-        "window",
-        "n_epochs",
-        "method",
-        "accuracy",
-        "cross_entropy",
-        "ece",
-    ]
-    assert len(table) == 3 * len(METHODS)
+    sets = {"test": (x, y), "shifted": (x + 0.5, y)}
+    table = ensemble_table(store, [1, 2], 4, [3, 0, 1], sets, tiny_data.x_train, batch_size=32)
+    assert list(table.columns) == TABLE_COLUMNS
+    rows_per_window = 1 + 2 + 1 + 1  # single, composite at each depth, checkpoint, weight average
+    assert len(table) == 2 * 3 * rows_per_window
     assert window_counts(store.epochs, 4, [0, 1, 3]) == [1, 2, 4]
-    np.testing.assert_array_equal(table.drop_duplicates("window")["n_epochs"], [1, 2, 4])
+    one_set = table[table["eval_set"] == "test"]
+    np.testing.assert_array_equal(one_set.drop_duplicates("window")["n_epochs"], [1, 2, 4])
     metrics = ["accuracy", "cross_entropy", "ece"]
-    at_zero = table[table["window"] == 0].set_index("method")[metrics]
-    np.testing.assert_allclose(at_zero.loc["composite"], at_zero.loc["single"], rtol=1e-6)
-    np.testing.assert_allclose(at_zero.loc["checkpoint"], at_zero.loc["single"], rtol=1e-6)
-    single = table[table["method"] == "single"][metrics].to_numpy()
-    np.testing.assert_array_equal(single, np.repeat(single[:1], 3, axis=0))
+    at_zero = one_set[one_set["window"] == 0]
+    single = at_zero[at_zero["method"] == "single"][metrics].to_numpy()
+    for method in ("composite", "checkpoint", "weight_average"):
+        chosen = at_zero[at_zero["method"] == method]
+        assert len(chosen) == (2 if method == "composite" else 1)
+        if method != "weight_average":  # its BatchNorm is recomputed, so it differs from f^(t) even at W = 0
+            np.testing.assert_allclose(
+                chosen[metrics].to_numpy(), np.repeat(single, len(chosen), 0), rtol=1e-6
+            )
+    assert set(table[table["method"] == "composite"]["depth"]) == {1, 2}
+    assert set(table[table["method"] != "composite"]["depth"]) == {0}
+    singles = one_set[one_set["method"] == "single"][metrics].to_numpy()
+    np.testing.assert_array_equal(singles, np.repeat(singles[:1], 3, axis=0))
     averaged = weight_average_model(store, [3, 4], tiny_data.x_train, batch_size=32)
-    with torch.no_grad():
-        expected = probability_metrics(averaged(x).double().softmax(1), y)
-    row = table[(table["window"] == 1) & (table["method"] == "weight_average")].iloc[0]
-    assert row["cross_entropy"] == pytest.approx(expected["cross_entropy"], rel=1e-6)
+    for name, (inputs, labels) in sets.items():
+        with torch.no_grad():
+            expected = probability_metrics(averaged(inputs).double().softmax(1), labels)
+        row = table[
+            (table["eval_set"] == name) & (table["window"] == 1) & (table["method"] == "weight_average")
+        ]
+        assert row["cross_entropy"].item() == pytest.approx(expected["cross_entropy"], rel=1e-6)
     assert table[metrics].notna().all().all()
+    assert not np.allclose(
+        table[table["eval_set"] == "test"]["cross_entropy"],
+        table[table["eval_set"] == "shifted"]["cross_entropy"],
+    )
+
+
+def test_ensemble_stage_reads_the_named_sets(store, tiny_data) -> None:
+    arrays = tiny_arrays()
+    settings = EnsembleSettings(depths=(2,), windows=(0, 2), bn_train_subset=100, batch_size=64)
+    table = ensemble_stage(store, arrays, 4, ["test"], settings)
+    assert set(table["eval_set"]) == {"test"} and set(table["window"]) == {0, 2}
+    assert (table["seconds"] > 0).all()
+    _, x_bn = training_subset(tiny_data, 100, 0)
+    direct = ensemble_table(store, [2], 4, [0, 2], {"test": (tiny_data.x_test, tiny_data.y_test)}, x_bn, 64)
+    np.testing.assert_allclose(
+        table[direct.columns[6:]].to_numpy(), direct.iloc[:, 6:].to_numpy(), rtol=1e-12
+    )

@@ -9,6 +9,7 @@ import ot
 import pandas as pd
 import pytest
 import torch
+from helpers import tiny_arrays
 from scipy import stats
 
 from featdyn.checkpoints import CheckpointStore
@@ -30,7 +31,9 @@ from featdyn.surrogates import (
     same_group_pairs,
     sliced_wasserstein2,
     spearman_table,
+    surrogate_correlations,
     surrogate_features,
+    surrogate_stage,
     wasserstein2_squared_1d,
     window_epochs,
 )
@@ -131,6 +134,25 @@ def test_thinned_augmented_pvalues_are_uniform_under_the_null() -> None:
         rows.append(mmd_test(augmented, test, 49, seed=i).p_value[0])
     assert stats.kstest(thinned, "uniform").pvalue > 0.01
     assert np.mean(np.array(rows) <= 0.05) > 0.1
+
+
+def test_pvalues_with_the_shared_bandwidth_are_uniform_under_the_null() -> None:
+    """σ from the pooled A ∪ T of the class (more rows than either comparison holds, some of them
+    dependent on P's rows) keeps both permutation tests calibrated: p_aug of the thinned A_k and
+    p_plain of P_k against T_k, under a null where all three share one law."""
+    rng = np.random.default_rng(13)
+    thinned, plain = [], []
+    for i in range(200):
+        inputs = rng.standard_normal((15, 2))
+        augmented = torch.from_numpy((np.tile(inputs, (4, 1)) + 0.3 * rng.standard_normal((60, 2))) / 1.044)
+        test = gaussian(rng, 15, 2)
+        median = median_heuristic(torch.cat([augmented, test]))
+        sample = one_epoch_per_input(augmented, 15, i)
+        thinned.append(mmd_test(sample, test, 49, seed=i, median=median).p_value[0])
+        plain.append(mmd_test(augmented[-15:], test, 49, seed=i, median=median).p_value[0])
+    for pvalues in (thinned, plain):
+        assert stats.kstest(pvalues, "uniform").pvalue > 0.01
+        assert np.mean(np.array(pvalues) <= 0.05) < 0.1
 
 
 def test_one_epoch_per_input_keeps_each_input_once() -> None:
@@ -367,13 +389,19 @@ def test_run_surrogates_table_and_spearman(store, tiny_data) -> None:
         assert column in table
     np.testing.assert_array_equal(table["n_A"], table["n_P"] * table["n_window_epochs"])
     at_zero = table[table["window"] == 0]
-    for name in ("mmd2", "sw2", "p", "sigma_median"):
-        np.testing.assert_allclose(at_zero[f"{name}_aug"], at_zero[f"{name}_plain"], rtol=1e-12, err_msg=name)
+    for name in ("mmd2", "sw2", "p"):
+        np.testing.assert_allclose(
+            at_zero[f"{name}_aug"], at_zero[f"{name}_plain"], rtol=1e-12, atol=1e-14, err_msg=name
+        )
     assert table["p_aug"].between(1 / 20, 1).all()
     # one row checked against the primitives
     row = table[(table["epoch"] == 4) & (table["window"] == 2) & (table["class"] == 5)].iloc[0]
     augmented, plain, test = features.class_sets(5, 4, 2)
-    sigma = row["sigma_median_aug"]
+    sigma = row["sigma_median"]  # the largest window's A ∪ T, shared by both comparisons and all W
+    assert sigma == pytest.approx(median_heuristic(torch.cat([augmented, test])), rel=1e-14)
+    per_class = table.groupby(["epoch", "class", "bandwidth"])
+    for shared in ("sigma_median", "mmd2_plain", "p_plain", "sw2_plain"):
+        assert (per_class[shared].nunique() == 1).all(), shared
     groups = input_groups(len(augmented), len(plain))
     expected = numpy_grouped_mmd2(augmented.numpy(), groups.numpy(), test.numpy(), sigma)
     assert row["mmd2_aug"] == pytest.approx(expected, rel=1e-10)
@@ -391,3 +419,45 @@ def test_run_surrogates_table_and_spearman(store, tiny_data) -> None:
     expected = stats.spearmanr(group["acc_gap"], group["sw2_aug"])
     assert pick["rho"] == pytest.approx(expected.statistic, nan_ok=True)
     assert isinstance(rho, pd.DataFrame)
+
+
+def test_surrogate_stage_uses_the_runs_own_training_labels(tiny_store_path, tiny_data) -> None:
+    store = CheckpointStore(tiny_store_path)
+    noisy = np.random.default_rng(0).permutation(store.labels["train"])
+    store.labels = {**store.labels, "train": noisy}
+    settings = SurrogateSettings(n_per_class=5, n_permutations=9, n_projections=4)
+    table = surrogate_stage(store, tiny_arrays(), 1, [4], [0, 1], settings)
+    assert len(table) == 10 * 2 and (table["seconds"] > 0).all()
+    expected = class_gaps(
+        store.model_at(4), tiny_data.x_train, torch.from_numpy(noisy), tiny_data.x_test, tiny_data.y_test, 10
+    ).set_index("class")
+    got = table[table["window"] == 0].set_index("class")
+    np.testing.assert_allclose(got["train_acc"], expected["train_acc"], rtol=1e-12)
+    np.testing.assert_allclose(got["test_acc"], expected["test_acc"], rtol=1e-12)
+
+
+def test_surrogate_correlations_pool_classes_epochs_and_runs() -> None:
+    rng = np.random.default_rng(14)
+    rows = [
+        {"run": run, "depth": 1, "epoch": t, "window": w, "bandwidth": 1.0, "class": k}
+        for run in ("a", "b")
+        for t in (2, 4, 6)
+        for w in (0, 2)
+        for k in range(5)
+    ]
+    table = pd.DataFrame(rows)
+    for column in ("acc_gap", "ce_gap", "mmd2_aug", "mmd2_plain", "sw2_aug", "sw2_plain"):
+        table[column] = rng.standard_normal(len(table))
+    rho = surrogate_correlations(table)
+    assert set(rho["scope"]) == {"run", "all", "epoch"}
+    counts = rho.groupby("scope")["n"].first().to_dict()
+    assert counts == {"run": 15, "all": 30, "epoch": 5}
+    pick = rho[(rho["scope"] == "run") & (rho["run"] == "b") & (rho["window"] == 2)]
+    pick = pick[(pick["gap"] == "ce_gap") & (pick["surrogate"] == "mmd2_aug")]
+    group = table[(table["run"] == "b") & (table["window"] == 2)]
+    assert pick["rho"].item() == pytest.approx(stats.spearmanr(group["ce_gap"], group["mmd2_aug"]).statistic)
+    overall = rho[(rho["scope"] == "all") & (rho["window"] == 0)]
+    overall = overall[(overall["gap"] == "acc_gap") & (overall["surrogate"] == "sw2_plain")]
+    at_zero = table[table["window"] == 0]
+    expected = stats.spearmanr(at_zero["acc_gap"], at_zero["sw2_plain"]).statistic
+    assert overall["run"].item() == "all" and overall["rho"].item() == pytest.approx(expected)

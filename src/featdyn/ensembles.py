@@ -1,4 +1,4 @@
-"""Temporal ensembles (SPEC.md §13).
+"""Temporal ensembles (docs/definitions.md §13).
 
 For a reference epoch t and a window W (saved epochs τ in [t − W, t]) on given evaluation inputs:
 
@@ -15,12 +15,16 @@ expected calibration error over 15 equal-width confidence bins ((i − 1)/15, i/
 The shallow features of all epochs come from one vmapped call (`CompositeEngine`); the deep part of t
 runs once on the features of all τ together (eval-mode BatchNorm is per sample), the deep parts of
 all τ on their own features (the checkpoint ensemble); the ensembles of every window are cumulative
-means over τ going back from t.
+means over τ going back from t. The weight average of each window is built once and evaluated on
+every evaluation set.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import pandas as pd
 import torch
@@ -28,6 +32,7 @@ from torch.optim.swa_utils import update_bn
 
 from featdyn.checkpoints import CheckpointStore
 from featdyn.composite import CompositeEngine
+from featdyn.data import Arrays, evaluation_set, tensor_data, training_subset
 from featdyn.models import Staged
 from featdyn.surrogates import window_epochs
 
@@ -78,29 +83,32 @@ def cumulative_window_means(probs: torch.Tensor, counts: Sequence[int]) -> torch
 
 @torch.no_grad()
 def prediction_ensembles(
-    engine: CompositeEngine, x: torch.Tensor, counts: Sequence[int], batch_size: int = 256
+    engine: CompositeEngine,
+    x: torch.Tensor,
+    counts: Sequence[int],
+    batch_size: int = 256,
+    checkpoint: bool = True,
 ) -> dict[str, torch.Tensor]:
-    """Composite and checkpoint ensembles (len(counts), n, C) and softmax f^(t) (n, C), float64.
+    """Composite (and, with `checkpoint`, checkpoint) ensembles (len(counts), n, C) and softmax f^(t)
+    (n, C), float64.
 
     The engine holds the epochs of the largest window, ascending, the reference epoch t last; entry i
-    of an ensemble averages over the last counts[i] epochs.
+    of an ensemble averages over the last counts[i] epochs. f^(t) = g^(t)(h^(t)) is the composite term
+    of τ = t.
     """
     last = engine.n_epochs - 1
     out: dict[str, list[torch.Tensor]] = {"composite": [], "checkpoint": [], "single": []}
     for start in range(0, len(x), batch_size):
         features = engine.shallow(x[start : start + batch_size])
         n_epochs, b = features.shape[:2]
-        own = engine.deep(features, slice(None)).to(DTYPE).softmax(-1)  # f^(τ)(x)
         deep_t = engine.deep(features.reshape(1, n_epochs * b, *features.shape[2:]), slice(last, last + 1))
         mixed = deep_t.to(DTYPE).softmax(-1).view(n_epochs, b, -1)  # g^(t)(h^(τ)(x))
         out["composite"].append(cumulative_window_means(mixed, counts))
-        out["checkpoint"].append(cumulative_window_means(own, counts))
-        out["single"].append(own[last])
-    return {
-        "composite": torch.cat(out["composite"], dim=1),
-        "checkpoint": torch.cat(out["checkpoint"], dim=1),
-        "single": torch.cat(out["single"]),
-    }
+        out["single"].append(mixed[last])
+        if checkpoint:
+            own = engine.deep(features, slice(None)).to(DTYPE).softmax(-1)  # f^(τ)(x)
+            out["checkpoint"].append(cumulative_window_means(own, counts))
+    return {name: torch.cat(parts, dim=1 if name != "single" else 0) for name, parts in out.items() if parts}
 
 
 # --- weight average --------------------------------------------------------------------------------
@@ -152,45 +160,115 @@ def model_probabilities(model: Staged, x: torch.Tensor, batch_size: int = 256) -
 
 # --- the table ---------------------------------------------------------------------------------------
 
+TABLE_COLUMNS = [
+    "eval_set",
+    "epoch",
+    "window",
+    "n_epochs",
+    "method",
+    "depth",
+    "accuracy",
+    "cross_entropy",
+    "ece",
+]
+
 
 def ensemble_table(
     store: CheckpointStore,
-    depth: int,
+    depths: Sequence[int],
     t: int,
     windows: Sequence[int],
-    x: torch.Tensor,
-    y: torch.Tensor,
+    eval_sets: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
     x_train: torch.Tensor,
     batch_size: int = 256,
     device: str | torch.device = "cpu",
     precision: str = "fp32",
     seed: int = 0,
 ) -> pd.DataFrame:
-    """Accuracy, cross-entropy and ECE of every method (`METHODS`) on (x, y) for each window W.
+    """Accuracy, cross-entropy and ECE of every method (`METHODS`) on each evaluation set for each W.
 
-    Columns: depth, epoch, window, n_epochs (saved epochs in the window), method, accuracy,
-    cross_entropy, ece. `single` (f^(t)) is repeated for every W as the reference line; BatchNorm of the
-    weight average is recomputed on `x_train` (the caller's choice of training inputs or a subset).
+    Columns `TABLE_COLUMNS`; `depth` is the split depth of a `composite` row and 0 for the methods that
+    do not split the network. `single` (f^(t)) is repeated for every W as the reference line; the
+    weight average of each window is built once (BatchNorm recomputed on `x_train`, the caller's choice
+    of training inputs) and evaluated on every set.
     """
     windows = sorted(windows)
     epochs = window_epochs(store.epochs, t, windows[-1])
     counts = window_counts(epochs, t, windows)
     stacked = {k: v.to(device) for k, v in store.stacked(epochs).items()}
-    engine = CompositeEngine(store.build_model().to(device), stacked, depth, precision)
-    x, y = x.to(device), y.to(device)
-    probs = prediction_ensembles(engine, x, counts, batch_size)
-    single = probability_metrics(probs["single"], y)
+    engines = [CompositeEngine(store.build_model().to(device), stacked, d, precision) for d in depths]
+    averaged = [
+        weight_average_model(store, epochs[len(epochs) - count :], x_train, batch_size, device, seed)
+        for count in counts
+    ]
     rows = []
-    for i, (window, count) in enumerate(zip(windows, counts)):
-        base = {"depth": depth, "epoch": t, "window": window, "n_epochs": count}
-        averaged = weight_average_model(
-            store, epochs[len(epochs) - count :], x_train, batch_size, device, seed
-        )
-        measured = {
-            "single": single,
-            "composite": probability_metrics(probs["composite"][i], y),
-            "checkpoint": probability_metrics(probs["checkpoint"][i], y),
-            "weight_average": probability_metrics(model_probabilities(averaged, x, batch_size), y),
-        }
-        rows += [{**base, "method": method, **measured[method]} for method in METHODS]
-    return pd.DataFrame(rows)
+    for name, (x, y) in eval_sets.items():
+        x, y = x.to(device), y.to(device)
+        per_depth = [
+            prediction_ensembles(engine, x, counts, batch_size, checkpoint=i == 0)
+            for i, engine in enumerate(engines)
+        ]
+        single = probability_metrics(per_depth[0]["single"], y)
+        for i, (window, count) in enumerate(zip(windows, counts)):
+            base = {"eval_set": name, "epoch": t, "window": window, "n_epochs": count}
+            measured = [
+                ("single", 0, single),
+                *[
+                    ("composite", d, probability_metrics(probs["composite"][i], y))
+                    for d, probs in zip(depths, per_depth)
+                ],
+                ("checkpoint", 0, probability_metrics(per_depth[0]["checkpoint"][i], y)),
+                (
+                    "weight_average",
+                    0,
+                    probability_metrics(model_probabilities(averaged[i], x, batch_size), y),
+                ),
+            ]
+            rows += [{**base, "method": m, "depth": d, **metrics} for m, d, metrics in measured]
+    return pd.DataFrame(rows, columns=TABLE_COLUMNS)
+
+
+@dataclass(frozen=True)
+class EnsembleSettings:
+    """The keys of config section `ensembles` one run's job reads; defaults are the schema's."""
+
+    depths: tuple[int, ...] = (1, 2, 3)
+    windows: tuple[int, ...] = (0, 1, 2, 4, 8, 16)
+    bn_train_subset: int | None = None
+    batch_size: int = 512
+    precision: str = "fp32"
+    seed: int = 0
+
+
+def ensemble_stage(
+    store: CheckpointStore,
+    arrays: Arrays,
+    t: int,
+    eval_sets: Sequence[str],
+    settings: EnsembleSettings,
+    corrupted_path: str | os.PathLike | None = None,
+    device: str | torch.device = "cpu",
+) -> pd.DataFrame:
+    """The pipeline stage: `ensemble_table` of one run at reference epoch t on the named evaluation sets
+    (`test`, `<corruption>-<severity>`: true labels), BatchNorm of the weight averages recomputed on a
+    seeded subset of `bn_train_subset` training inputs (all when null); `seconds` holds the job's time."""
+    start = time.perf_counter()
+    data = tensor_data(arrays, device)
+    sets = {
+        name: evaluation_set(data, arrays, name, None, settings.seed, corrupted_path) for name in eval_sets
+    }
+    _, x_train = training_subset(data, settings.bn_train_subset, settings.seed)
+    table = ensemble_table(
+        store,
+        settings.depths,
+        t,
+        settings.windows,
+        sets,
+        x_train,
+        settings.batch_size,
+        device,
+        settings.precision,
+        settings.seed,
+    )
+    table["seconds"] = time.perf_counter() - start
+    return table

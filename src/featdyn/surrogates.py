@@ -1,33 +1,36 @@
-"""Computable generalization surrogates (SPEC.md §12; paper 1, Sec. 7 and App. G).
+"""Computable generalization surrogates (docs/definitions.md §12; paper 1, Sec. 7 and App. G).
 
 The paper bounds the class-wise generalization gap by the total variation between the temporally
 augmented training features of a class and its test features; both are intractable, so this module
 measures computable stand-ins. For class k, split depth d, reference epoch t and window W (saved
-epochs τ in [t − W, t]):
+epochs τ in [t − W, t], W in epochs):
 
 * A_k = {h^(τ)(x) : τ in window, x training of class k} (augmented), P_k = {h^(t)(x) : x training of
-  class k} (plain), T_k = {h^(t)(x) : x test of class k};
+  class k} (plain), T_k = {h^(t)(x) : x test of class k}. A training sample's class is its label in
+  the run's own training labels, a test sample's its true label;
 * unbiased MMD² (Gretton et al. 2012) of A_k vs T_k and of P_k vs T_k with a Gaussian kernel
-  k(u, v) = exp(−||u − v||² / (2σ²)). Bandwidth by the median heuristic on the pooled sample of the
-  two sets compared: σ = median of the Euclidean distances ||z_i − z_j|| over all pairs i < j (the
+  k(u, v) = exp(−||u − v||² / (2σ²)). One bandwidth per class and reference epoch, shared by both
+  comparisons and every window: the median heuristic on the pooled A_k ∪ P_k ∪ T_k of the largest
+  window, σ = median of the Euclidean distances ||z_i − z_j|| over all pairs i < j of its rows (the
   mean of the two middle values for an even count, as numpy's median), optionally times each of a
   list of multipliers (one MMD² per bandwidth). Permutation p-value p = (1 + #{T_b ≥ T}) / (B + 1).
   A_k holds every training input once per saved τ, so its rows are not independent: the within-A
   mean leaves out the pairs of one input's rows (then the statistic estimates MMD² between the
   augmented and the test distribution without bias), and the p-value of A_k vs T_k comes from one
-  seeded τ per input, where a row-level permutation test is exact (`class_surrogate_rows`);
+  seeded τ per input, where a row-level permutation test is valid (`class_surrogate_rows`);
 * sliced Wasserstein-2 as in POT's `ot.sliced_wasserstein_distance(p=2)`:
   SW2 = sqrt(mean over L seeded unit directions θ of W2²(θ·A, θ·T)), each W2² exact between the two
   empirical 1-D measures (unequal sizes through their quantile functions on the merged grid);
 * the class-wise gap of f^(t): train accuracy − test accuracy, and test − train cross-entropy.
 
-Features are reduced to vectors as in the isotropy stage (`featdyn.reduction`, shared code), computed for every
-epoch needed at once (`CompositeEngine`, vmapped over the stacked checkpoints) on seeded per-class
-subsets of the training and test sets. Every statistic is computed in float64.
+Features are reduced to vectors by the code the isotropy stage uses (`featdyn.reduction`), computed
+for every epoch needed at once (`CompositeEngine`, vmapped over the stacked checkpoints) on seeded
+per-class subsets of the training and test sets. Every statistic is computed in float64.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,7 +43,7 @@ from scipy import stats
 
 from featdyn.checkpoints import CheckpointStore
 from featdyn.composite import CompositeEngine
-from featdyn.data import subset_indices
+from featdyn.data import Arrays, subset_indices, tensor_data
 from featdyn.reduction import Reduce, sample_reducer
 
 DTYPE = torch.float64
@@ -198,11 +201,16 @@ def mmd_test(
     seed: int = 0,
     multipliers: Sequence[float] = (1.0,),
     block_size: int = 1024,
+    median: float | None = None,
 ) -> MMDTest:
     """Permutation test of x (m, p) against y (n, p) with the unbiased MMD²: observed split and B
-    seeded permutations of the pooled rows in one blocked pass (`mmd2_for_assignments`)."""
+    seeded permutations of the pooled rows in one blocked pass (`mmd2_for_assignments`).
+
+    σ = multiplier · `median`; without `median`, the median heuristic on x ∪ y. A given `median` must
+    not depend on which pooled rows are in x (then the test stays exact given σ).
+    """
     z = torch.cat([x, y]).to(DTYPE)
-    median = median_heuristic(z)
+    median = median_heuristic(z) if median is None else float(median)
     bandwidths = [median * c for c in multipliers]
     assignments = permutation_assignments(len(x), len(y), n_permutations, seed)
     values = mmd2_for_assignments(z, assignments, bandwidths, block_size)
@@ -490,64 +498,78 @@ def one_epoch_per_input(augmented: torch.Tensor, n_inputs: int, seed: int) -> to
 
 
 def class_surrogate_rows(
-    features: SurrogateFeatures, k: int, t: int, window: int, settings: SurrogateSettings
+    features: SurrogateFeatures, k: int, t: int, windows: Sequence[int], settings: SurrogateSettings
 ) -> list[dict[str, Any]]:
-    """One row per bandwidth multiplier: MMD² and p-values of A_k vs T_k and P_k vs T_k, and SW2.
+    """One row per window W and bandwidth multiplier: MMD², p-values and SW2 of A_k vs T_k and P_k vs T_k.
+
+    Bandwidth: one σ per class and reference epoch, the median heuristic on the distinct rows of
+    A_k ∪ P_k ∪ T_k for the largest window (P_k ⊆ A_k, so A_k ∪ T_k), shared by every window and by
+    both comparisons, so that augmented and plain values are measured with the same kernel. The plain
+    values depend on (k, t) only and repeat on every window's row.
 
     A_k holds each training input once per saved τ, and those rows are not independent. So
     `mmd2_aug` is the unbiased MMD² of all of A_k against T_k with the pairs of one input's rows left
     out of the within-A mean (`mmd2_unbiased` with `x_groups`): it estimates MMD² between the
     augmented distribution and the test distribution. A row-level permutation test of all of A_k
-    would be anti-conservative; `p_aug` is instead the exact permutation test of one seeded epoch per
-    input (`one_epoch_per_input`, its statistic `mmd2_aug_thinned`) against T_k. σ of both is the
-    median heuristic on that thinned sample pooled with T_k; at W = 0 every `aug` value equals its
-    `plain` one. Permutations are seeded by (seed, t, W, k), shared by the two comparisons; the SW2
-    directions by the seed alone, so every class, epoch and window is measured along the same ones.
+    would be anti-conservative; `p_aug` is instead the permutation test of one seeded epoch per
+    input (`one_epoch_per_input`, seeded by (seed, t, W, k); its statistic `mmd2_aug_thinned`)
+    against T_k. The permutations are seeded by (seed, t, k) and shared by every comparison of the
+    class at t, so at W = 0 every `aug` value equals its `plain` one. The SW2 directions are seeded by
+    the seed alone: every class, epoch and window is measured along the same directions.
     """
-    augmented, plain, test = features.class_sets(k, t, window)
-    seed = derived_seed(settings.seed, t, window, k)
-    thinned = one_epoch_per_input(augmented, len(plain), seed)
-    tests = {
-        name: mmd_test(
-            sample, test, settings.n_permutations, seed, settings.bandwidth_multipliers, settings.block_size
-        )
-        for name, sample in (("aug", thinned), ("plain", plain))
-    }
-    mmd2_aug = mmd2_unbiased(
-        augmented,
-        test,
-        tests["aug"].bandwidths,
-        settings.block_size,
-        input_groups(len(augmented), len(plain)),
-    )
+    largest, _, test = features.class_sets(k, t, max(windows))
+    median = median_heuristic(torch.cat([largest, test]))
+    seed = derived_seed(settings.seed, t, k)
     directions = random_directions(test.shape[1], settings.n_projections, settings.seed)
-    base = {
-        "depth": features.depth,
-        "epoch": t,
-        "window": window,
-        "class": k,
-        "n_window_epochs": len(augmented) // len(plain),
-        "n_A": len(augmented),
-        "n_P": len(plain),
-        "n_T": len(test),
-        "p": test.shape[1],
-        "sigma_median_aug": tests["aug"].median,
-        "sigma_median_plain": tests["plain"].median,
-        "sw2_aug": sliced_wasserstein2(augmented, test, directions=directions),
-        "sw2_plain": sliced_wasserstein2(plain, test, directions=directions),
-    }
-    return [
-        {
-            **base,
-            "bandwidth": multiplier,
-            "mmd2_aug": float(mmd2_aug[i]),
-            "mmd2_plain": float(tests["plain"].mmd2[i]),
-            "mmd2_aug_thinned": float(tests["aug"].mmd2[i]),
-            "p_aug": float(tests["aug"].p_value[i]),
-            "p_plain": float(tests["plain"].p_value[i]),
+
+    def permutation_test(sample: torch.Tensor) -> MMDTest:
+        return mmd_test(
+            sample,
+            test,
+            settings.n_permutations,
+            seed,
+            settings.bandwidth_multipliers,
+            settings.block_size,
+            median,
+        )
+
+    _, plain, _ = features.class_sets(k, t, 0)
+    plain_test = permutation_test(plain)
+    sw2_plain = sliced_wasserstein2(plain, test, directions=directions)
+    rows = []
+    for window in windows:
+        augmented, _, _ = features.class_sets(k, t, window)
+        thinned = one_epoch_per_input(augmented, len(plain), derived_seed(settings.seed, t, window, k))
+        aug_test = permutation_test(thinned)
+        groups = input_groups(len(augmented), len(plain))
+        mmd2_aug = mmd2_unbiased(augmented, test, plain_test.bandwidths, settings.block_size, groups)
+        base = {
+            "depth": features.depth,
+            "epoch": t,
+            "window": window,
+            "class": k,
+            "n_window_epochs": len(augmented) // len(plain),
+            "n_A": len(augmented),
+            "n_P": len(plain),
+            "n_T": len(test),
+            "p": test.shape[1],
+            "sigma_median": median,
+            "sw2_aug": sliced_wasserstein2(augmented, test, directions=directions),
+            "sw2_plain": sw2_plain,
         }
-        for i, multiplier in enumerate(settings.bandwidth_multipliers)
-    ]
+        rows += [
+            {
+                **base,
+                "bandwidth": multiplier,
+                "mmd2_aug": float(mmd2_aug[i]),
+                "mmd2_plain": float(plain_test.mmd2[i]),
+                "mmd2_aug_thinned": float(aug_test.mmd2[i]),
+                "p_aug": float(aug_test.p_value[i]),
+                "p_plain": float(plain_test.p_value[i]),
+            }
+            for i, multiplier in enumerate(settings.bandwidth_multipliers)
+        ]
+    return rows
 
 
 def surrogate_table(
@@ -562,17 +584,14 @@ def surrogate_table(
     `gaps[t]` is `class_gaps` of f^(t). Columns: depth, epoch, window, class, bandwidth, n_A, n_P, n_T,
     mmd2_aug, mmd2_plain, p_aug, p_plain, sw2_aug, sw2_plain, acc_gap, ce_gap, and mmd2_aug_thinned
     (the statistic behind p_aug, see `class_surrogate_rows`), n_window_epochs, the per-class
-    train/test accuracy and cross-entropy, the medians of the two pooled samples and the dimension p.
+    train/test accuracy and cross-entropy, the shared median σ and the dimension p.
     """
     rows = []
     for t in references:
         gap = gaps[t].set_index("class")
-        for window in windows:
-            for k in np.unique(features.subsets.train_classes):
-                extra = gap.loc[int(k)].to_dict()
-                rows += [
-                    {**row, **extra} for row in class_surrogate_rows(features, int(k), t, window, settings)
-                ]
+        for k in np.unique(features.subsets.train_classes):
+            extra = gap.loc[int(k)].to_dict()
+            rows += [{**row, **extra} for row in class_surrogate_rows(features, int(k), t, windows, settings)]
     return pd.DataFrame(rows)
 
 
@@ -592,7 +611,10 @@ def run_surrogates(
 ) -> tuple[pd.DataFrame, SurrogateFeatures]:
     """The surrogate table of one run at one split depth, and the features (with the subsets) it used.
 
-    Features are computed once for the union of all windows; the gaps of every f^(t) on the full sets.
+    `y_train` defines a training sample's class for A_k, P_k and the training side of the gap: pass the
+    run's own training labels (a noisy-label run's noisy ones, the distribution its network was fitted
+    to); `y_test` are the true test labels. Features are computed once for the union of all windows;
+    the gaps of every f^(t) on the full training and test sets.
     """
     needed = sorted({e for t in references for w in windows for e in window_epochs(store.epochs, t, w)})
     features = surrogate_features(
@@ -621,6 +643,37 @@ def run_surrogates(
     return surrogate_table(features, gaps, references, windows, settings), features
 
 
+def surrogate_stage(
+    store: CheckpointStore,
+    arrays: Arrays,
+    depth: int,
+    references: Sequence[int],
+    windows: Sequence[int],
+    settings: SurrogateSettings,
+    device: str | torch.device = "cpu",
+) -> pd.DataFrame:
+    """The pipeline stage: `run_surrogates` of one run at one depth, classes of training samples from
+    the run's own training labels (`store.labels["train"]`), test classes from the true labels; a
+    `seconds` column holds the job's time."""
+    start = time.perf_counter()
+    data = tensor_data(arrays, device, train_labels=store.labels["train"])
+    table, _ = run_surrogates(
+        store,
+        depth,
+        references,
+        windows,
+        data.x_train,
+        data.y_train,
+        data.x_test,
+        data.y_test,
+        data.classes,
+        settings,
+        device,
+    )
+    table["seconds"] = time.perf_counter() - start
+    return table
+
+
 def spearman_table(
     table: pd.DataFrame,
     by: Sequence[str] = ("depth", "epoch", "window", "bandwidth"),
@@ -647,3 +700,29 @@ def spearman_table(
                     }
                 )
     return pd.DataFrame(rows)
+
+
+SPEARMAN_SCOPES = {
+    "run": ("run", "depth", "window", "bandwidth"),
+    "all": ("depth", "window", "bandwidth"),
+    "epoch": ("run", "depth", "epoch", "window", "bandwidth"),
+}
+"""Groups of `surrogate_correlations`: per run over classes × reference epochs, over runs too, and per
+run and reference epoch across classes."""
+
+
+def surrogate_correlations(table: pd.DataFrame) -> pd.DataFrame:
+    """`spearman_table` of a multi-run surrogate table in every scope of `SPEARMAN_SCOPES`, stacked,
+    with a `scope` column (`run` = "all" in scope `all`, epoch = -1 outside scope `epoch`)."""
+    frames = []
+    for scope, by in SPEARMAN_SCOPES.items():
+        frame = spearman_table(table, by=by)
+        if "run" not in by:
+            frame.insert(0, "run", "all")
+        if "epoch" not in by:
+            frame["epoch"] = -1
+        frame.insert(0, "scope", scope)
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)[
+        ["scope", "run", "depth", "epoch", "window", "bandwidth", "gap", "surrogate", "rho", "p_value", "n"]
+    ]

@@ -20,8 +20,10 @@ from featdyn.config import (
     schema,
     schema_docs,
 )
+from featdyn.ensembles import EnsembleSettings
 from featdyn.phase import CellSettings
 from featdyn.sgd_noise import IsotropySettings
+from featdyn.surrogates import SurrogateSettings
 from featdyn.train import Recipe
 
 PRESETS = sorted((ROOT / "configs").glob("*.yaml")) + [ROOT / "config.yaml"]
@@ -133,6 +135,21 @@ def broken(config, dotted_key, value):
         ("pairs.m1d.noisy", "ghost", "`pairs.m1d.noisy`"),
         ("composite.runs", ["ghost"], "`composite.runs`: 'ghost' is not one of the allowed values"),
         ("stats.figure_severity", 3, "`stats.figure_severity`: 3 is not one of the allowed values [5]"),
+        ("surrogates.depths", [2, 5], "`surrogates.depths`: depth 5 does not exist for run 'm1d-clean'"),
+        ("surrogates.runs", ["ghost"], "`surrogates.runs`: 'ghost' is not one of the allowed values"),
+        ("surrogates.epochs", [7], "`surrogates.epochs`: 7 is not allowed for run 'm1d-clean'"),
+        (
+            "surrogates.figure_window",
+            1,
+            "`surrogates.figure_window`: 1 is not one of the allowed values [0, 2]",
+        ),
+        ("ensembles.eval_sets", ["train"], "`ensembles.eval_sets`: 'train' is not one of the allowed values"),
+        (
+            "ensembles.eval_sets",
+            ["contrast-5"],
+            "'contrast-5' is not one of the allowed values ['test', 'gaussian_blur-5']",
+        ),
+        ("ensembles.epoch", 9, "`ensembles.epoch`: 9 is not allowed for run 'm1d-clean'"),
     ],
 )
 def test_semantic_errors_name_key_and_allowed_values(config, key, value, message):
@@ -184,6 +201,8 @@ def test_unknown_keys_are_rejected_with_the_closest_valid_key(key, suggestion):
         (Recipe, ("recipes", "<name>")),
         (IsotropySettings, ("isotropy",)),
         (CellSettings, ("phase",)),
+        (SurrogateSettings, ("surrogates",)),
+        (EnsembleSettings, ("ensembles",)),
     ],
 )
 def test_settings_dataclasses_default_to_the_schema(settings_class, section):

@@ -22,6 +22,14 @@ from featdyn.config import (
 )
 from featdyn.ensembles import EnsembleSettings
 from featdyn.phase import CellSettings
+from featdyn.planning import (
+    ensemble_corrupted_file,
+    ensemble_epoch,
+    surrogate_epochs,
+    surrogate_figure_depth,
+    surrogate_figure_window,
+    surrogate_keys,
+)
 from featdyn.sgd_noise import IsotropySettings
 from featdyn.surrogates import SurrogateSettings
 from featdyn.train import Recipe
@@ -254,3 +262,14 @@ def test_relative_extends_resolves_next_to_the_file(tmp_path, monkeypatch):
     (tmp_path / "mine" / "lost.yaml").write_text("extends: base.yaml\n")
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "mine" / "lost.yaml")
+
+
+def test_surrogate_and_ensemble_planning(config):
+    """Reference epochs, jobs, figure choices and corrupted inputs of the §12/§13 stages (tiny preset)."""
+    assert surrogate_epochs(config, "m1d-clean") == [2, 4]  # stride 2 over 0..4, without epoch 0
+    assert surrogate_epochs(broken(config, "surrogates.epochs", [1, 3]), "m1d-clean") == [1, 3]
+    assert surrogate_keys(config) == [("m1d-clean", 2), ("m1d-noisy", 2)]
+    assert surrogate_figure_depth(config) == 2 and surrogate_figure_window(config) == 2
+    assert ensemble_epoch(config, "m1d-clean") == 4
+    assert ensemble_corrupted_file(config, "m1d-clean") == ["results/data/mnist1d-c.h5"]
+    assert ensemble_corrupted_file(broken(config, "ensembles.eval_sets", ["test"]), "m1d-clean") == []

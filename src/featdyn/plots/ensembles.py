@@ -35,6 +35,7 @@ def plot_ensembles(table: pd.DataFrame, title: str = "") -> plt.Figure:
     so W = 0 shows). f^(t) is the dashed black line. `table` holds one run (`ensemble_table`)."""
     set_theme()
     eval_sets = list(dict.fromkeys(table["eval_set"]))
+    windows = sorted(table["window"].unique())
     fig, axes = plt.subplots(
         len(eval_sets), len(METRIC_LABELS), figsize=(13, 3.3 * len(eval_sets)), squeeze=False, sharex=True
     )
@@ -47,6 +48,8 @@ def plot_ensembles(table: pd.DataFrame, title: str = "") -> plt.Figure:
             for line, style in method_lines(rows):
                 ax.plot(line["window"], line[metric], ms=4, **style)
             ax.set_xscale("symlog", linthresh=1)
+            ax.set_xticks(windows, [str(w) for w in windows])
+            ax.minorticks_off()
             ax.set_ylabel(f"{METRIC_LABELS[metric]}\n{eval_set}" if col == 0 else METRIC_LABELS[metric])
     for ax in axes[-1]:
         ax.set_xlabel("Window W (epochs)")

@@ -1,4 +1,5 @@
-"""Temporal ensembles (SPEC.md §13): composite and checkpoint ensembles, weight average, metrics."""
+"""Temporal ensembles (docs/definitions.md §13): composite and checkpoint ensembles, weight average,
+metrics, the table and the stage."""
 
 from __future__ import annotations
 

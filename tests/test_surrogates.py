@@ -1,4 +1,5 @@
-"""Generalization surrogates (SPEC.md §12): MMD², permutation test, sliced W2, class sets and the table."""
+"""Generalization surrogates (docs/definitions.md §12): MMD², permutation tests, sliced W2, class sets,
+the table, the stage and the correlations."""
 
 from __future__ import annotations
 

@@ -360,7 +360,8 @@ class SurrogateFeatures:
         return self.epochs.index(epoch)
 
     def class_sets(self, k: int, t: int, window: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(A_k, P_k, T_k) of SPEC.md §12: rows of A_k are epoch-major (all inputs at the first τ, ...)."""
+        """(A_k, P_k, T_k) of docs/definitions.md §12; rows of A_k are epoch-major (all inputs at the first
+        τ, then at the next, ...)."""
         positions = [self.position(e) for e in window_epochs(self.epochs, t, window)]
         rows = torch.from_numpy(self.subsets.train_classes == k)
         test_rows = torch.from_numpy(self.subsets.test_classes == k)
@@ -463,7 +464,8 @@ def class_gaps(
 
 @dataclass(frozen=True)
 class SurrogateSettings:
-    """Sizes and seeds of the surrogate stage (SPEC.md §12)."""
+    """The keys of config section `surrogates` one job reads (docs/definitions.md §12); defaults are
+    the schema's."""
 
     n_per_class: int | None = 200
     n_permutations: int = 200

@@ -9,7 +9,7 @@ ENSEMBLE_RUNS = analysed_runs(config, "ensembles")
 
 if ENSEMBLE_RUNS:
     TARGETS += ["results/stats/ensembles.tsv"]
-    TARGETS += expand("results/figures/ensembles/{run}.png", run=ENSEMBLE_RUNS)
+    TARGETS += expand("results/figures/ensembles/ensembles_{run}.png", run=ENSEMBLE_RUNS)
 
 
 rule ensembles:
@@ -57,7 +57,7 @@ rule plot_ensembles:
         table="results/stats/ensembles.tsv",
     output:
         report(
-            "results/figures/ensembles/{run}.png",
+            "results/figures/ensembles/ensembles_{run}.png",
             caption="../report/ensembles.rst",
             category="8. Beyond the papers",
             subcategory="temporal ensembles",

@@ -27,6 +27,8 @@ include: "workflow/rules/interventions.smk"
 include: "workflow/rules/separation.smk"
 include: "workflow/rules/phase.smk"
 include: "workflow/rules/springblock.smk"
+include: "workflow/rules/surrogates.smk"
+include: "workflow/rules/ensembles.smk"
 
 
 rule all:

@@ -20,8 +20,18 @@ from featdyn.config import (
     schema,
     schema_docs,
 )
+from featdyn.ensembles import EnsembleSettings
 from featdyn.phase import CellSettings
+from featdyn.planning import (
+    ensemble_corrupted_file,
+    ensemble_epoch,
+    surrogate_epochs,
+    surrogate_figure_depth,
+    surrogate_figure_window,
+    surrogate_keys,
+)
 from featdyn.sgd_noise import IsotropySettings
+from featdyn.surrogates import SurrogateSettings
 from featdyn.train import Recipe
 
 PRESETS = sorted((ROOT / "configs").glob("*.yaml")) + [ROOT / "config.yaml"]
@@ -133,6 +143,21 @@ def broken(config, dotted_key, value):
         ("pairs.m1d.noisy", "ghost", "`pairs.m1d.noisy`"),
         ("composite.runs", ["ghost"], "`composite.runs`: 'ghost' is not one of the allowed values"),
         ("stats.figure_severity", 3, "`stats.figure_severity`: 3 is not one of the allowed values [5]"),
+        ("surrogates.depths", [2, 5], "`surrogates.depths`: depth 5 does not exist for run 'm1d-clean'"),
+        ("surrogates.runs", ["ghost"], "`surrogates.runs`: 'ghost' is not one of the allowed values"),
+        ("surrogates.epochs", [7], "`surrogates.epochs`: 7 is not allowed for run 'm1d-clean'"),
+        (
+            "surrogates.figure_window",
+            1,
+            "`surrogates.figure_window`: 1 is not one of the allowed values [0, 2]",
+        ),
+        ("ensembles.eval_sets", ["train"], "`ensembles.eval_sets`: 'train' is not one of the allowed values"),
+        (
+            "ensembles.eval_sets",
+            ["contrast-5"],
+            "'contrast-5' is not one of the allowed values ['test', 'gaussian_blur-5']",
+        ),
+        ("ensembles.epoch", 9, "`ensembles.epoch`: 9 is not allowed for run 'm1d-clean'"),
     ],
 )
 def test_semantic_errors_name_key_and_allowed_values(config, key, value, message):
@@ -184,6 +209,8 @@ def test_unknown_keys_are_rejected_with_the_closest_valid_key(key, suggestion):
         (Recipe, ("recipes", "<name>")),
         (IsotropySettings, ("isotropy",)),
         (CellSettings, ("phase",)),
+        (SurrogateSettings, ("surrogates",)),
+        (EnsembleSettings, ("ensembles",)),
     ],
 )
 def test_settings_dataclasses_default_to_the_schema(settings_class, section):
@@ -235,3 +262,14 @@ def test_relative_extends_resolves_next_to_the_file(tmp_path, monkeypatch):
     (tmp_path / "mine" / "lost.yaml").write_text("extends: base.yaml\n")
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "mine" / "lost.yaml")
+
+
+def test_surrogate_and_ensemble_planning(config):
+    """Reference epochs, jobs, figure choices and corrupted inputs of the §12/§13 stages (tiny preset)."""
+    assert surrogate_epochs(config, "m1d-clean") == [2, 4]  # stride 2 over 0..4, without epoch 0
+    assert surrogate_epochs(broken(config, "surrogates.epochs", [1, 3]), "m1d-clean") == [1, 3]
+    assert surrogate_keys(config) == [("m1d-clean", 2), ("m1d-noisy", 2)]
+    assert surrogate_figure_depth(config) == 2 and surrogate_figure_window(config) == 2
+    assert ensemble_epoch(config, "m1d-clean") == 4
+    assert ensemble_corrupted_file(config, "m1d-clean") == ["results/data/mnist1d-c.h5"]
+    assert ensemble_corrupted_file(broken(config, "ensembles.eval_sets", ["test"]), "m1d-clean") == []

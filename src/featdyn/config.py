@@ -35,6 +35,7 @@ from featdyn.planning import (
     isotropy_epochs,
     n_stages,
     phase_dataset,
+    surrogate_epochs,
     trajectory_runs,
 )
 
@@ -47,6 +48,8 @@ ANALYSIS_RUN_LISTS = (
     ("dynamics", "pca"),
     ("interventions",),
     ("separation",),
+    ("surrogates",),
+    ("ensembles",),
 )
 """Sections with a `runs` list (null = every run)."""
 
@@ -216,7 +219,7 @@ def check_config(config: Mapping[str, Any]) -> None:
             node = node[part]
         for name in node["runs"] or []:
             _one_of(f"{key}.runs", name, sorted(runs))
-    for section in ("composite", "isotropy", "dynamics", "interventions"):
+    for section in ("composite", "isotropy", "dynamics", "interventions", "surrogates", "ensembles"):
         for name in analysed_runs(config, section):
             for depth in config[section]["depths"]:
                 _check_depth(f"{section}.depths", depth, name, runs[name], datasets)
@@ -228,6 +231,8 @@ def check_config(config: Mapping[str, Any]) -> None:
     check_corruptions(config)
     check_dynamics(config)
     check_isotropy(config)
+    check_surrogates(config)
+    check_ensembles(config)
     check_phase(config)
 
 
@@ -306,6 +311,31 @@ def check_isotropy(config: Mapping[str, Any]) -> None:
             _check_saved_epoch("isotropy.epochs", epoch, name, runs[name], last_ok=True)
         if section["figure_epoch"] is not None:
             _one_of("isotropy.figure_epoch", section["figure_epoch"], isotropy_epochs(config, name))
+
+
+def check_surrogates(config: Mapping[str, Any]) -> None:
+    """Reference epochs and figure choices of the generalization surrogates (definitions §12)."""
+    section, runs = config["surrogates"], config["runs"]
+    for name in analysed_runs(config, "surrogates"):
+        for epoch in section["epochs"]:
+            _check_saved_epoch("surrogates.epochs", epoch, name, runs[name], last_ok=True)
+        if not surrogate_epochs(config, name):
+            _fail("surrogates.stride", f"run {name!r} has no saved epoch after 0 to analyse")
+    if section["figure_depth"] is not None:
+        _one_of("surrogates.figure_depth", section["figure_depth"], section["depths"])
+    if section["figure_window"] is not None:
+        _one_of("surrogates.figure_window", section["figure_window"], section["windows"])
+
+
+def check_ensembles(config: Mapping[str, Any]) -> None:
+    """Reference epoch and evaluation sets of the temporal ensembles (definitions §13)."""
+    section, runs = config["ensembles"], config["runs"]
+    for name in analysed_runs(config, "ensembles"):
+        if section["epoch"] is not None:
+            _check_saved_epoch("ensembles.epoch", section["epoch"], name, runs[name], last_ok=True)
+        allowed = ["test", *corrupted_eval_sets(config, runs[name]["dataset"])]
+        for eval_set in section["eval_sets"]:
+            _one_of("ensembles.eval_sets", eval_set, allowed)
 
 
 def _check_depth(

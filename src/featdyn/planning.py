@@ -251,3 +251,50 @@ def phase_dataset(config: Config) -> tuple[str, dict[str, Any]]:
         return name, dict(datasets[name])
     same_source = [key for key, entry in datasets.items() if entry["source"] == name]
     return (same_source[0], dict(datasets[same_source[0]])) if same_source else (name, {"source": name})
+
+
+# --- generalization surrogates and temporal ensembles (definitions §12, §13) ----------------------
+
+
+def surrogate_epochs(config: Config, run: str) -> list[int]:
+    """Reference epochs t of the `surrogates` section for `run`: its `epochs`, else every `stride`-th
+    saved epoch ending at the last, without epoch 0 (an untrained network has no gap to explain)."""
+    section = config["surrogates"]
+    chosen = checkpoint_epochs(saved_epochs(config, run), section["epochs"], section["stride"])
+    return chosen if section["epochs"] else [epoch for epoch in chosen if epoch > 0]
+
+
+def surrogate_keys(config: Config) -> list[tuple[str, int]]:
+    """(run, depth) of every surrogate job, in a fixed order."""
+    return [
+        (run, depth)
+        for run in analysed_runs(config, "surrogates")
+        for depth in config["surrogates"]["depths"]
+    ]
+
+
+def surrogate_figure_depth(config: Config) -> int:
+    """Depth of the gap-vs-surrogate figure: `surrogates.figure_depth`, else the middle of `depths`."""
+    section = config["surrogates"]
+    depths = section["depths"]
+    return depths[len(depths) // 2] if section["figure_depth"] is None else section["figure_depth"]
+
+
+def surrogate_figure_window(config: Config) -> int:
+    """Window of the gap-vs-surrogate figure: `surrogates.figure_window`, else the largest window."""
+    section = config["surrogates"]
+    return max(section["windows"]) if section["figure_window"] is None else section["figure_window"]
+
+
+def ensemble_epoch(config: Config, run: str) -> int:
+    """Reference epoch of the `ensembles` section for `run`: its `epoch`, else the last saved epoch."""
+    chosen = config["ensembles"]["epoch"]
+    return saved_epochs(config, run)[-1] if chosen is None else chosen
+
+
+def ensemble_corrupted_file(config: Config, run: str) -> list[str]:
+    """The run's `{dataset}-c.h5` when an `ensembles.eval_sets` entry is a corrupted set, else nothing."""
+    eval_sets = config["ensembles"]["eval_sets"]
+    if all(name == "test" for name in eval_sets):
+        return []
+    return [f"results/data/{config['runs'][run]['dataset']}-c.h5"]

@@ -2,7 +2,9 @@
 
 Conv feature maps are averaged over space (`gap`, one value per channel) or kept whole (`proj`); the
 features of several samples are concatenated, and a vector longer than `p_max` is mapped by a fixed
-seeded orthonormal projection (docs/definitions.md §4).
+seeded orthonormal projection (docs/definitions.md §4). The SGD-noise stage (`featdyn.sgd_noise`: one
+vector per SGD step, its probes concatenated) calls `feature_reducer`; the surrogate stage
+(`featdyn.surrogates`: one vector per input, §12) calls `sample_reducer`, the same map with one probe.
 """
 
 from __future__ import annotations
@@ -62,3 +64,20 @@ def feature_reducer(
         + (", then orthonormal projection" if projection is not None else ""),
     }
     return reducer, info
+
+
+def sample_reducer(
+    feature_shape: tuple[int, ...], reduce: Reduce = "gap", p_max: int = 512, projection_seed: int = 0
+) -> tuple[Callable[[torch.Tensor], torch.Tensor], dict[str, Any]]:
+    """`feature_reducer` with one probe: a map from features (n, *feature_shape) to (n, p), one vector
+    per input, and its description."""
+    reducer, info = feature_reducer(feature_shape, 1, reduce, p_max, projection_seed)
+    return (lambda features: reducer(features.unsqueeze(1))), info
+
+
+def reduce_features(
+    h: torch.Tensor, reduce: Reduce = "gap", p_max: int = 512, projection_seed: int = 0
+) -> torch.Tensor:
+    """Features h (n, *feature_shape) of n inputs as vectors (n, p), one per input (`sample_reducer`)."""
+    reducer, _ = sample_reducer(tuple(h.shape[1:]), reduce, p_max, projection_seed)
+    return reducer(h)

@@ -25,6 +25,7 @@ include: "workflow/rules/isotropy.smk"
 include: "workflow/rules/dynamics.smk"
 include: "workflow/rules/interventions.smk"
 include: "workflow/rules/separation.smk"
+include: "workflow/rules/mislabel.smk"
 include: "workflow/rules/phase.smk"
 include: "workflow/rules/springblock.smk"
 

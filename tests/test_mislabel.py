@@ -8,7 +8,7 @@ from scipy.special import log_softmax
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
 
 from featdyn.checkpoints import CheckpointStore
-from featdyn.data import noisy_labels
+from featdyn.data import mislabelled, noisy_labels, realised_wrong_share
 from featdyn.mislabel import (
     auroc_ap,
     bootstrap_auroc_ap,
@@ -18,11 +18,9 @@ from featdyn.mislabel import (
     history_from_logits,
     history_from_store,
     keep_mask,
-    mislabelled,
     most_suspect,
     oracle_drop,
     pr_points,
-    realised_wrong_share,
     roc_points,
     run_scores,
     sample_table,

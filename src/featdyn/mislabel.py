@@ -1,4 +1,4 @@
-"""Training-dynamics scores as detectors of mislabelled training samples (SPEC.md §11, §14).
+"""Training-dynamics scores as detectors of mislabelled training samples (docs/definitions.md §11, §14).
 
 A training sample counts as mislabelled when its training (given) label differs from its true label.
 From a run's saved checkpoints we take, per training sample and saved epoch, the logits of the full
@@ -29,8 +29,11 @@ between two saved epochs are missed.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -38,6 +41,8 @@ import torch
 
 from featdyn.checkpoints import CheckpointStore
 from featdyn.composite import CompositeEngine
+from featdyn.data import TensorData, mislabelled, training_subset
+from featdyn.train import TrainSpec, train_run
 
 ORIENTATION = {
     "loss": 1,
@@ -48,19 +53,6 @@ ORIENTATION = {
     "consistency": -1,
 }
 """Score kind → sign that turns the score into a suspicion (larger = more likely mislabelled)."""
-
-
-# --- label noise (SPEC.md §11) ------------------------------------------------------------------
-
-
-def mislabelled(labels: np.ndarray, true_labels: np.ndarray) -> np.ndarray:
-    """The target of the detectors: training label differs from the true label (SPEC.md §11)."""
-    return np.asarray(labels) != np.asarray(true_labels)
-
-
-def realised_wrong_share(labels: np.ndarray, true_labels: np.ndarray) -> float:
-    """Share of training labels that differ from the true labels."""
-    return float(mislabelled(labels, true_labels).mean())
 
 
 # --- per-sample histories ----------------------------------------------------------------------
@@ -165,7 +157,7 @@ def history_from_store(
     return _history(epochs, out, labels)
 
 
-# --- scores (SPEC.md §14) ----------------------------------------------------------------------
+# --- scores (§14) ------------------------------------------------------------------------------
 
 
 def forgetting_events(correct: np.ndarray) -> np.ndarray:
@@ -204,12 +196,15 @@ class ConsistencyScores:
 
     def columns(self) -> dict[str, np.ndarray]:
         """One score column per (depth d, epoch t, window W): `consistency_d{d}_t{t}_w{W}`."""
-        return {
-            f"consistency_d{d}_t{t}_w{w}": self.values[i, j, k]
-            for i, d in enumerate(self.depths)
-            for j, t in enumerate(self.reference_epochs)
-            for k, w in enumerate(self.windows)
-        }
+        names = consistency_names(self.depths, self.reference_epochs, self.windows)
+        return dict(zip(names, self.values.reshape(len(names), -1), strict=True))
+
+
+def consistency_names(
+    depths: Sequence[int], reference_epochs: Sequence[int], windows: Sequence[int]
+) -> list[str]:
+    """Consistency score columns, depth-major, then reference epoch, then window."""
+    return [f"consistency_d{d}_t{t}_w{w}" for d in depths for t in reference_epochs for w in windows]
 
 
 @torch.no_grad()
@@ -503,3 +498,195 @@ def sample_table(
         }
     )
     return frame.assign(**{name: np.asarray(value) for name, value in scores.items()})
+
+
+# --- the pipeline's jobs: a run's table, evaluation across runs, retraining ---------------------------
+
+SAMPLE_COLUMNS = ("sample", "given_label", "true_label", "noise", "mislabelled")
+"""The leading columns of a per-run sample table; every further column is a score."""
+
+RETRAIN_VARIANTS = ("filtered", "oracle")
+"""Retrains without the most suspect samples of a score, and without the truly mislabelled ones."""
+
+
+def score_names(reference_epochs: Sequence[int], depths: Sequence[int], windows: Sequence[int]) -> list[str]:
+    """The score columns of `run_scores` in its order, without the never-learned flag."""
+    names = [f"loss_t{t}" for t in reference_epochs] + ["confidence", "variability", "aum", "forgetting"]
+    return names + (consistency_names(depths, reference_epochs, windows) if len(windows) else [])
+
+
+@dataclass(frozen=True)
+class ScoreSettings:
+    """What a scoring job reads: config section `mislabel` with the reference epochs resolved."""
+
+    train_subset: int | None = None
+    reference_epochs: Sequence[int] = ()
+    windows: Sequence[int] = (5, 10, 20)
+    depths: Sequence[int] = (1, 2)
+    epoch_chunk: int = 16
+    batch_size: int = 1024
+    precision: str = "fp32"
+    seed: int = 0
+
+
+def score_run(
+    store: CheckpointStore, tensors: TensorData, settings: ScoreSettings, device: str | torch.device = "cpu"
+) -> pd.DataFrame:
+    """A run's sample table: every score of `run_scores` on a seeded subset of the training set (all of
+    it when `train_subset` is None), against the labels the run was trained on."""
+    rows, x = training_subset(tensors, settings.train_subset, settings.seed)
+    given, true, noise = (store.labels[k][rows] for k in ("train", "true", "noise_mask"))
+    scores = run_scores(
+        store,
+        x,
+        given,
+        settings.reference_epochs,
+        settings.depths,
+        settings.windows,
+        epoch_chunk=settings.epoch_chunk,
+        batch_size=settings.batch_size,
+        device=device,
+        precision=settings.precision,
+    )
+    return sample_table(rows, given, true, noise, scores)
+
+
+def table_scores(frame: pd.DataFrame) -> dict[str, np.ndarray]:
+    """The score columns of a sample table (the never-learned flag included)."""
+    return {name: frame[name].to_numpy() for name in frame.columns if name not in SAMPLE_COLUMNS}
+
+
+def detection_curves(frame: pd.DataFrame) -> pd.DataFrame:
+    """ROC (x = FPR, y = TPR) and precision-recall (x = recall, y = precision) points of every score of
+    a sample table, oriented as suspicions: columns score, curve (`roc` or `pr`), x, y."""
+    target = frame["mislabelled"].to_numpy()
+    parts = []
+    for name, value in suspicion(table_scores(frame)).items():
+        roc, pr = roc_points(value, target), pr_points(value, target)
+        parts.append(pd.DataFrame({"score": name, "curve": "roc", "x": roc.fpr, "y": roc.tpr}))
+        parts.append(pd.DataFrame({"score": name, "curve": "pr", "x": pr.recall, "y": pr.precision}))
+    return pd.concat(parts, ignore_index=True)
+
+
+def evaluate_runs(
+    tables: Mapping[str, pd.DataFrame],
+    noise: Mapping[str, Mapping[str, Any]],
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """AUROC / AP with paired bootstrap intervals of every score of every run (`evaluation_table`), with
+    the run's requested label noise (`noise[run]`: `rate`, `kind`) and the realised wrong share of its
+    scored samples; and the ROC / PR points of every score (`detection_curves`), each with a run column."""
+    evaluations, curves = [], []
+    for run, frame in tables.items():
+        table = evaluation_table(
+            suspicion(table_scores(frame)), frame["mislabelled"].to_numpy(), n_boot, seed, level
+        )
+        head = {
+            "run": run,
+            "label_noise": noise[run]["rate"],
+            "label_noise_kind": noise[run]["kind"],
+            "wrong_share": float(frame["mislabelled"].mean()),
+        }
+        evaluations.append(pd.concat([pd.DataFrame([head] * len(table)), table], axis=1))
+        curves.append(detection_curves(frame).assign(run=run))
+    return pd.concat(evaluations, ignore_index=True), pd.concat(curves, ignore_index=True)
+
+
+def retrain_drop(
+    frame: pd.DataFrame, variant: str, score: str | None = None, fraction: float | None = None
+) -> np.ndarray:
+    """Training-set indices a retrain leaves out, sorted. `filtered`: the round(fraction · n) scored samples
+    most suspect by `score` (fraction None: the scored samples' wrong share, so as many as the oracle
+    drops); `oracle`: the mislabelled scored samples. Samples outside the scored subset are kept."""
+    samples = frame["sample"].to_numpy()
+    if variant == "oracle":
+        return np.sort(samples[oracle_drop(frame["given_label"], frame["true_label"])])
+    if variant != "filtered":
+        raise ValueError(f"unknown retrain variant {variant!r}; available: {list(RETRAIN_VARIANTS)}")
+    suspicions = suspicion(table_scores(frame))
+    if score not in suspicions:
+        raise KeyError(f"score {score!r} is not in the table; scores: {list(suspicions)}")
+    share = float(frame["mislabelled"].mean()) if fraction is None else fraction
+    return np.sort(samples[most_suspect(suspicions[score], share)])
+
+
+def retrain_without(
+    store: CheckpointStore,
+    data: TensorData,
+    spec: TrainSpec,
+    dropped: np.ndarray,
+    *,
+    state_dir: str | Path,
+    out_path: str | Path,
+    provenance: Mapping[str, Any],
+    device: str | torch.device = "cpu",
+    progress: bool = False,
+) -> pd.DataFrame:
+    """Train the run's model afresh on its training set without the `dropped` samples.
+
+    `data` holds the run's training tensors with the labels it was trained on (`interventions.run_tensors`).
+    Same initialisation (torch seed `spec.seed`), recipe and per-epoch seeds as the run, through the one
+    training loop `train_run` (kill-safe and resumable in `state_dir`); dropping nothing replays the
+    run. The store keeps the labels of the kept samples and their training-set indices (`labels/kept`);
+    the dropped set is part of the resume fingerprint (via the provenance).
+    """
+    keep = keep_mask(len(data.y_train), dropped)
+    rows = torch.from_numpy(np.flatnonzero(keep)).to(data.x_train.device)
+    subset = TensorData(data.x_train[rows], data.y_train[rows], data.x_test, data.y_test, data.classes)
+    labels = {name: np.asarray(values)[keep] for name, values in store.labels.items()}
+    labels["kept"] = np.flatnonzero(keep)
+    digest = hashlib.sha256(np.sort(np.asarray(dropped, dtype=np.int64)).tobytes()).hexdigest()
+    torch.manual_seed(spec.seed)
+    model = store.build_model().to(device)
+    return train_run(
+        model,
+        subset,
+        spec,
+        state_dir=state_dir,
+        out_path=out_path,
+        model_spec=store.model_spec,
+        labels=labels,
+        provenance={**provenance, "dropped": {"count": int((~keep).sum()), "sha256": digest}},
+        progress=progress,
+    )
+
+
+def retrain_table(
+    run: str, original: CheckpointStore, retrained: Mapping[str, CheckpointStore], score: str
+) -> pd.DataFrame:
+    """Test accuracy of the original run beside its retrains (`RETRAIN_VARIANTS`, one row each): final
+    and best test accuracy, the training samples used, how many were dropped and how many of those were
+    mislabelled; `selection` names what ranked the dropped samples (`score` for `filtered`). The
+    original row covers its first E epochs, E the retrains' length: with the same initialisation,
+    recipe and per-epoch seeds that is exactly a retrain on every sample for E epochs."""
+    selections = {"original": "none", "filtered": score, "oracle": "mislabelled"}
+    epochs = {int(store.metrics["epoch"].iloc[-1]) for store in retrained.values()}
+    if len(epochs) != 1:
+        raise ValueError(f"retrains of run {run!r} have different lengths: {sorted(epochs)}")
+    last = epochs.pop()
+    n_train = len(original.labels["train"])
+    n_wrong = int(mislabelled(original.labels["train"], original.labels["true"]).sum())
+    stores = {"original": original, **retrained}
+    rows = []
+    for variant, store in stores.items():
+        metrics = store.metrics[store.metrics["epoch"].between(1, last)]
+        wrong = mislabelled(store.labels["train"], store.labels["true"])
+        best = metrics.loc[metrics["test_acc"].idxmax()]
+        rows.append(
+            {
+                "run": run,
+                "variant": variant,
+                "selection": selections[variant],
+                "epochs": last,
+                "trained_on": len(wrong),
+                "dropped": n_train - len(wrong),
+                "dropped_mislabelled": n_wrong - int(wrong.sum()),
+                "wrong_share": float(wrong.mean()),
+                "test_acc": float(metrics["test_acc"].iloc[-1]),
+                "best_test_acc": float(best["test_acc"]),
+                "best_epoch": int(best["epoch"]),
+            }
+        )
+    return pd.DataFrame(rows)

@@ -534,6 +534,8 @@ def score_run(
 ) -> pd.DataFrame:
     """A run's sample table: every score of `run_scores` on a seeded subset of the training set (all of
     it when `train_subset` is None), against the labels the run was trained on."""
+    if "true" not in store.labels:
+        raise KeyError(f"{store.path} has no labels/true: train the run again (featdyn now stores them)")
     rows, x = training_subset(tensors, settings.train_subset, settings.seed)
     given, true, noise = (store.labels[k][rows] for k in ("train", "true", "noise_mask"))
     scores = run_scores(

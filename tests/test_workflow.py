@@ -97,6 +97,7 @@ def test_progress_switch_reruns_nothing(finished_run):
         "composite: {figure_depth: 1}",
         "dynamics: {trajectories: {figure_lines: 7}}",
         "stats: {figure_eval_set: null}",
+        "mislabel: {figure_scores: [aum, confidence]}",
     ],
 )
 def test_figure_choices_rerun_figures_only(finished_run, change):

@@ -208,7 +208,10 @@ def test_config_checks_name_the_key_and_the_allowed_values() -> None:
         "datasets": {"m1d": {"source": "mnist1d"}},
         "recipes": {"sgd": {"optimizer": "sgd", "lr": 0.1, "batch_size": 10}},
         "runs": {"r": {"dataset": "m1d", "model": "mlp", "recipe": "sgd", "epochs": 1}},
-        **{section: {"runs": []} for section in ("composite", "isotropy", "dynamics", "interventions", "surrogates", "ensembles")},
+        **{
+            section: {"runs": []}
+            for section in ("composite", "isotropy", "dynamics", "interventions", "surrogates", "ensembles")
+        },
     }
     small = {"n_train": 100, "batch_size": 100}
     effective_config({**base, "phase": {**small, "axes": {"batch_size": [10, 100]}}})

@@ -98,6 +98,7 @@ def test_progress_switch_reruns_nothing(finished_run):
         "dynamics: {trajectories: {figure_lines: 7}}",
         "stats: {figure_eval_set: null}",
         "surrogates: {figure_window: 0}",
+        "mislabel: {figure_scores: [aum, confidence]}",
     ],
 )
 def test_figure_choices_rerun_figures_only(finished_run, change):

@@ -10,8 +10,10 @@ can only lose the epoch in progress. When training ends the shards are assembled
 - `state/<name>` (n, *shape): every parameter and buffer with a leading epoch axis;
 - `optimizer_state` (n,): the serialised optimizer state per saved epoch (for exact continuations);
 - `metrics/<column>` (E + 1,): lr, train/test loss and accuracy for every epoch;
-- `labels/train` and `labels/noise_mask`: the training labels used and which were randomised;
-- attributes `model` (JSON: name, sample shape, classes, options) and `config`.
+- `labels/train`, `labels/noise_mask` and `labels/true`: the training labels used, the samples chosen
+  for label noise and the dataset's true labels (configured runs; docs/definitions.md §11);
+- attributes `model` (JSON: name, sample shape, classes, options) and `config` (provenance; for a
+  configured run it holds `label_noise`: kind, requested rate and realised wrong share).
 """
 
 from __future__ import annotations

@@ -33,6 +33,8 @@ from featdyn.planning import (
     dataset_corruptions,
     feature_size,
     isotropy_epochs,
+    mislabel_runs,
+    mislabel_score_names,
     n_stages,
     phase_dataset,
     surrogate_epochs,
@@ -50,8 +52,9 @@ ANALYSIS_RUN_LISTS = (
     ("separation",),
     ("surrogates",),
     ("ensembles",),
+    ("mislabel",),
 )
-"""Sections with a `runs` list (null = every run)."""
+"""Sections with a `runs` list (null = every run; for `mislabel`: every run with label noise)."""
 
 
 class ConfigError(ValueError):
@@ -233,6 +236,7 @@ def check_config(config: Mapping[str, Any]) -> None:
     check_isotropy(config)
     check_surrogates(config)
     check_ensembles(config)
+    check_mislabel(config)
     check_phase(config)
 
 
@@ -336,6 +340,30 @@ def check_ensembles(config: Mapping[str, Any]) -> None:
         allowed = ["test", *corrupted_eval_sets(config, runs[name]["dataset"])]
         for eval_set in section["eval_sets"]:
             _one_of("ensembles.eval_sets", eval_set, allowed)
+
+
+def check_mislabel(config: Mapping[str, Any]) -> None:
+    """Scored runs with label noise, their depths and reference epochs, the retrained runs and the
+    score names of the retrain and the figure (definitions §14)."""
+    datasets, runs, section = config["datasets"], config["runs"], config["mislabel"]
+    retrain = section["retrain"]
+    scored = mislabel_runs(config)
+    for name in scored:
+        if runs[name]["label_noise"] == 0:
+            _fail("mislabel.runs", f"run {name!r} has label_noise 0: no label is wrong, nothing to detect")
+        for depth in section["depths"]:
+            _check_depth("mislabel.depths", depth, name, runs[name], datasets)
+        for epoch in section["reference_epochs"]:
+            _check_saved_epoch("mislabel.reference_epochs", epoch, name, runs[name], last_ok=True)
+        for score in section["figure_scores"] or []:
+            _one_of("mislabel.figure_scores", score, mislabel_score_names(config, name))
+    for name in retrain["runs"] or []:
+        _one_of("mislabel.retrain.runs", name, scored)
+    for name in scored if retrain["runs"] is None else retrain["runs"]:
+        _one_of("mislabel.retrain.score", retrain["score"], mislabel_score_names(config, name))
+        epochs, most = retrain["epochs"], runs[name]["epochs"]
+        if epochs is not None and epochs > most:
+            _fail("mislabel.retrain.epochs", f"{epochs} is not allowed for run {name!r}: at most {most}")
 
 
 def _check_depth(

@@ -377,15 +377,41 @@ def tensor_data(
     )
 
 
-def noisy_labels(y: np.ndarray, fraction: float, classes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Replace a seeded `fraction` of labels by uniformly random labels; returns (labels, mask)."""
+LABEL_NOISE_KINDS = ("uniform", "symmetric")
+"""How a sample chosen for label noise gets its new label (docs/definitions.md §11)."""
+
+
+def noisy_labels(
+    y: np.ndarray, fraction: float, classes: int, seed: int, kind: str = "uniform"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Relabel a seeded choice of exactly round(fraction · n) samples; returns (labels, mask of chosen).
+
+    `uniform`: the new label is drawn from all classes (may keep the true one, so the realised wrong
+    share is ≈ fraction · (K−1)/K). `symmetric`: drawn uniformly from the K−1 other classes, so every
+    chosen label is wrong. Both kinds choose the same samples for the same seed (docs/definitions.md §11).
+    """
+    if kind not in LABEL_NOISE_KINDS:
+        raise ValueError(f"unknown label noise kind {kind!r}; available: {list(LABEL_NOISE_KINDS)}")
     rng = np.random.default_rng(seed)
     n_noisy = int(round(fraction * len(y)))
     mask = np.zeros(len(y), dtype=bool)
     mask[rng.choice(len(y), size=n_noisy, replace=False)] = True
     y_noisy = y.copy()
-    y_noisy[mask] = rng.integers(0, classes, size=n_noisy)
+    if kind == "uniform":
+        y_noisy[mask] = rng.integers(0, classes, size=n_noisy)
+    else:  # a shift by 1..K−1 is uniform over the other classes
+        y_noisy[mask] = (y[mask] + rng.integers(1, classes, size=n_noisy)) % classes
     return y_noisy, mask
+
+
+def mislabelled(labels: np.ndarray, true_labels: np.ndarray) -> np.ndarray:
+    """Training label differs from the true label (docs/definitions.md §11): the target of §14."""
+    return np.asarray(labels) != np.asarray(true_labels)
+
+
+def realised_wrong_share(labels: np.ndarray, true_labels: np.ndarray) -> float:
+    """Share of training labels that differ from the true labels (§11)."""
+    return float(mislabelled(labels, true_labels).mean())
 
 
 def subset_indices(n: int, size: int | None, seed: int) -> np.ndarray:

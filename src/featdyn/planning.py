@@ -21,6 +21,7 @@ from featdyn.data import (
     corrupted_set_name,
     sample_shape,
 )
+from featdyn.mislabel import score_names
 from featdyn.models import Staged, build_model
 from featdyn.train import TrainSpec
 
@@ -206,6 +207,56 @@ def memory_depths(config: Config, run: str) -> list[int]:
     if run not in analysed_runs(config, "composite"):
         return []
     return [d for d in config["isotropy"]["depths"] if d in config["composite"]["depths"]]
+
+
+# --- mislabelled training samples -----------------------------------------------------------------
+
+
+def mislabel_runs(config: Config) -> list[str]:
+    """Runs the `mislabel` section scores: its `runs`, or when null every run with label noise."""
+    runs = config["mislabel"]["runs"]
+    if runs is not None:
+        return list(runs)
+    return [name for name, run in config["runs"].items() if run["label_noise"] > 0]
+
+
+def mislabel_reference_epochs(config: Config, run: str) -> list[int]:
+    """Reference epochs t of a run's loss and consistency scores: configured, else its last epoch."""
+    return list(config["mislabel"]["reference_epochs"]) or [config["runs"][run]["epochs"]]
+
+
+def mislabel_score_names(config: Config, run: str) -> list[str]:
+    """The score columns of a run's sample table (without the never-learned flag)."""
+    section = config["mislabel"]
+    return score_names(mislabel_reference_epochs(config, run), section["depths"], section["windows"])
+
+
+def retrain_epochs(config: Config, run: str) -> int:
+    """Epochs of the filtered and oracle retrains of a run: `mislabel.retrain.epochs`, else the run's."""
+    chosen = config["mislabel"]["retrain"]["epochs"]
+    return config["runs"][run]["epochs"] if chosen is None else chosen
+
+
+def mislabel_scores_file(run: str) -> str:
+    return f"results/runs/{run}/mislabel/scores.tsv"
+
+
+def retrain_runs(config: Config) -> list[str]:
+    """Scored runs retrained without their most suspect samples: `mislabel.retrain.runs`, else all."""
+    runs = config["mislabel"]["retrain"]["runs"]
+    return mislabel_runs(config) if runs is None else list(runs)
+
+
+def retrain_settings(config: Config, run: str, variant: str) -> dict[str, Any]:
+    """What a retrain job reads: its epochs (`retrain.epochs`, else the run's) and the selection of the
+    dropped samples (`featdyn.mislabel.retrain_drop`: for `filtered` the ranking score and fraction)."""
+    section = config["mislabel"]["retrain"]
+    selection = {"score": section["score"], "fraction": section["fraction"]} if variant == "filtered" else {}
+    return {"epochs": retrain_epochs(config, run), "selection": selection}
+
+
+def retrain_dir(run: str, variant: str) -> str:
+    return f"results/runs/{run}/mislabel/{variant}"
 
 
 # --- paper 2's phase sweep ------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from featdyn.checkpoints import assemble_store, save_torch_atomic, shard_path
-from featdyn.data import TensorData, noisy_labels, read_dataset, tensor_data
+from featdyn.data import TensorData, noisy_labels, read_dataset, realised_wrong_share, tensor_data
 from featdyn.models import Staged, build_model
 
 METRIC_COLUMNS = ["epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc"]
@@ -303,9 +303,16 @@ def train_configured_run(
     provenance: Mapping[str, Any],
     progress: bool = True,
 ) -> pd.DataFrame:
-    """Train one configured run from scratch (or resume it): labels with noise, seeded init, checkpoints."""
+    """Train one configured run from scratch (or resume it): labels with noise, seeded init, checkpoints.
+
+    The store keeps the labels trained on (`labels/train`), the samples chosen for noise
+    (`labels/noise_mask`) and the true labels (`labels/true`); the provenance gets `label_noise`: kind,
+    requested rate and realised wrong share (docs/definitions.md §11).
+    """
     arrays = read_dataset(dataset_path)
-    labels, mask = noisy_labels(arrays.y_train, float(run["label_noise"]), arrays.classes, spec.seed)
+    rate, kind = float(run["label_noise"]), run["label_noise_kind"]
+    labels, mask = noisy_labels(arrays.y_train, rate, arrays.classes, spec.seed, kind)
+    noise = {"kind": kind, "rate": rate, "wrong_share": realised_wrong_share(labels, arrays.y_train)}
     data = tensor_data(arrays, device, train_labels=labels)
     model_spec = {
         "name": run["model"],
@@ -322,7 +329,7 @@ def train_configured_run(
         state_dir=state_dir,
         out_path=out_path,
         model_spec=model_spec,
-        labels={"train": labels, "noise_mask": mask},
-        provenance=provenance,
+        labels={"train": labels, "noise_mask": mask, "true": arrays.y_train},
+        provenance={**provenance, "label_noise": noise},
         progress=progress,
     )

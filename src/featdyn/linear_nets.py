@@ -1,0 +1,147 @@
+"""Deep linear networks, orthogonally initialised, on orthogonal data (paper 2, Fig. 5(a) and S11).
+
+Paper 2's SM S3 adopts the setting of Wang et al. (2023, its ref. [41]): a linear network without
+BatchNorm, every weight matrix a random orthogonal matrix at initialisation, trained with SGD at
+lr 1e-3 on a random orthogonal data matrix with random binary labels; a larger learning rate gives the
+"large stepsize" curve and dropout the "dropout" curve (the paper's text lost their values and the
+network sizes). Wang et al. train on the squared loss to one-hot targets without biases; so do we,
+with mini-batches of 8 by default (full batch is `batch_size=None`). Their theory predicts a linear load
+curve for (near) gradient flow; paper 2 reports convex curves with a large step or dropout. With full
+batches a large step barely bends the curve here (lr 0.3: +0.002, like lr 1e-3); mini-batch noise does.
+
+`orthogonal_data` draws n samples in d dimensions as the rows (n ≤ d) or columns (n > d) of a random
+orthogonal matrix, so X Xᵀ = I_n or XᵀX = I_d, with balanced random binary labels. Weights are
+initialised with `torch.nn.init.orthogonal_` from a seeded generator (square: W Wᵀ = I; otherwise
+semi-orthogonal), times `init_scale`.
+
+Load curves are `featdyn.separation.load_curve` (D_l = log Tr Σ_w / Tr Σ_b and He & Su's Tr(Σ_w Σ_b⁺),
+SPEC §9) on the training data, recorded every `curve_every` epochs. He & Su's measure is degenerate on
+this data (paper Fig. S11): with orthonormal samples every sample of a class has the same projection on
+the class-mean difference, so Tr(Σ_w Σ_b⁺) = 0 at the input (and at every layer at initialisation, the
+layers being rotations); its log is about −34 there, which dominates the curvature of log He–Su.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from featdyn.models import Staged
+from featdyn.regression_load import train_mse_epoch
+from featdyn.separation import curvature_of, load_curve
+
+
+def orthogonal_(weight: torch.Tensor, generator: torch.Generator, scale: float = 1.0) -> torch.Tensor:
+    """Fill `weight` (out, in) in place with scale × a Haar-random (semi-)orthogonal matrix."""
+    with torch.no_grad():
+        q = torch.empty(weight.shape, dtype=torch.float64)
+        nn.init.orthogonal_(q, generator=generator)
+        weight.copy_(scale * q)
+    return weight
+
+
+def linear_net(
+    in_features: int,
+    num_classes: int,
+    width: int = 32,
+    n_hidden: int = 6,
+    dropout: float = 0.0,
+    init_scale: float = 1.0,
+    seed: int = 0,
+) -> Staged:
+    """Linear network without biases or BatchNorm: one stage per hidden Linear (→ Dropout), linear head.
+
+    Every weight matrix is initialised (semi-)orthogonal from a generator seeded with `seed`.
+    """
+    g = torch.Generator().manual_seed(seed)
+    stages: list[nn.Module] = []
+    for i in range(n_hidden):
+        layer = nn.Linear(in_features if i == 0 else width, width, bias=False)
+        orthogonal_(layer.weight, g, init_scale)
+        stages.append(nn.Sequential(layer, nn.Dropout(dropout)) if dropout > 0 else layer)
+    head = nn.Linear(width, num_classes, bias=False)
+    orthogonal_(head.weight, g, init_scale)
+    return Staged([*stages, head])
+
+
+def orthogonal_data(n_samples: int, dim: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """x (n, d), semi-orthogonal (X Xᵀ = I_n if n ≤ d, else XᵀX = I_d), and balanced random 0/1 labels."""
+    g = torch.Generator().manual_seed(seed)
+    x = orthogonal_(torch.empty(n_samples, dim), g)
+    labels = (torch.randperm(n_samples, generator=g) < n_samples // 2).long()
+    return x.float(), labels
+
+
+@dataclass(frozen=True)
+class LinearNetSettings:
+    """One training of Fig. 5(a). The paper states no sizes; these run in seconds on a CPU."""
+
+    n_samples: int = 32
+    dim: int = 32
+    width: int = 32
+    n_hidden: int = 6
+    lr: float = 1e-3
+    epochs: int = 1500
+    batch_size: int | None = 8  # None: full batch
+    dropout: float = 0.0
+    init_scale: float = 1.0
+    curve_every: int = 250
+    include_output: bool = False
+
+    def curve_epochs(self) -> list[int]:
+        return sorted({0, self.epochs, *range(0, self.epochs + 1, self.curve_every)})
+
+
+LINEAR_SETTINGS = {
+    "small_step": LinearNetSettings(),
+    "large_step": replace(LinearNetSettings(), lr=0.2, epochs=500, curve_every=100),
+    "dropout": replace(LinearNetSettings(), dropout=0.1),
+}
+"""Fig. 5(a)'s three trainings: SGD at lr 1e-3, a large step (0.2), and dropout 0.1 at lr 1e-3."""
+
+
+@dataclass
+class LinearNetResult:
+    curve_epochs: np.ndarray  # (T,)
+    D: np.ndarray  # (T, K + 1): log Tr Σ_w / Tr Σ_b on the training data
+    he_su: np.ndarray  # (T, K + 1): Tr(Σ_w Σ_b⁺)
+    epoch_loss: np.ndarray  # (E,)
+    train_acc: float
+    curvature: float  # of the final D curve
+    curvature_he_su: float  # of the final log He–Su curve
+
+
+def train_linear_net(settings: LinearNetSettings, seed: int = 0) -> LinearNetResult:
+    """Train on `orthogonal_data` with SGD on the squared loss to one-hot targets (Wang et al.)."""
+    x, y = orthogonal_data(settings.n_samples, settings.dim, seed)
+    model = linear_net(
+        settings.dim, 2, settings.width, settings.n_hidden, settings.dropout, settings.init_scale, seed
+    )
+    optimizer = torch.optim.SGD(model.parameters(), lr=settings.lr)
+    targets = F.one_hot(y, 2).float()
+    batch_size = settings.batch_size or settings.n_samples
+    recorded = set(settings.curve_epochs())
+    curves = [load_curve(model, x, y, 2)]
+    losses = np.empty(settings.epochs)
+    for epoch in range(1, settings.epochs + 1):
+        losses[epoch - 1] = train_mse_epoch(model, optimizer, x, targets, batch_size, seed, epoch)
+        if epoch in recorded:
+            curves.append(load_curve(model, x, y, 2))
+    model.eval()
+    with torch.no_grad():
+        train_acc = float((model(x).argmax(1) == y).float().mean())
+    d = np.stack([c["D"] for c in curves])
+    he_su = np.stack([c["he_su"] for c in curves])
+    return LinearNetResult(
+        curve_epochs=np.asarray(settings.curve_epochs()),
+        D=d,
+        he_su=he_su,
+        epoch_loss=losses,
+        train_acc=train_acc,
+        curvature=float(curvature_of(d[-1], settings.include_output)),
+        curvature_he_su=float(curvature_of(np.log(he_su[-1]), settings.include_output)),
+    )

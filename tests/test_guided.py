@@ -12,10 +12,10 @@ from torch import nn
 from featdyn.guided import (
     GuidedSettings,
     guided_training,
-    same_shape_cnn,
     set_dropout,
     train_test_load_curves,
 )
+from featdyn.models import build_model, same_shape_cnn
 from featdyn.separation import separation_measures
 
 
@@ -38,6 +38,8 @@ def test_every_conv_stage_keeps_the_shape() -> None:
     assert isinstance(model.stages[7][-1], nn.Linear)
     with pytest.raises(ValueError, match="even"):
         same_shape_cnn((1, 7, 8), 10)
+    registered = build_model("same_shape_cnn", (1, 8, 6), 10, channels=4, n_conv=7)
+    assert registered.n_stages == 8 and registered(torch.randn(2, 1, 8, 6)).shape == (2, 10)
 
 
 def test_set_dropout_reaches_every_stage() -> None:

@@ -9,7 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from featdyn.linear_nets import LinearNetSettings, linear_net, orthogonal_data, train_linear_net
+from featdyn.linear_nets import LinearNetSettings, orthogonal_data, train_linear_net
+from featdyn.models import build_model, linear_net
 from featdyn.separation import load_curve
 
 
@@ -35,6 +36,14 @@ def test_every_weight_is_orthogonal_at_initialisation(in_features: int, width: i
     assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
     scaled = weights(linear_net(in_features, 2, width=width, n_hidden=4, init_scale=0.5, seed=3))
     np.testing.assert_allclose(scaled[1] @ scaled[1].T, 0.25 * np.eye(width), atol=1e-6)
+
+
+def test_registered_linear_net_flattens_and_is_the_same_network() -> None:
+    registered = build_model("linear_net", (1, 4, 4), 2, width=16, n_hidden=3, seed=5)
+    direct = linear_net(16, 2, width=16, n_hidden=3, seed=5)
+    assert all(np.array_equal(a, b) for a, b in zip(weights(registered), weights(direct), strict=True))
+    x = torch.randn(3, 1, 4, 4)
+    torch.testing.assert_close(registered(x), direct(x.reshape(3, 16)))
 
 
 def test_default_pytorch_init_would_fail_the_orthogonality_check() -> None:

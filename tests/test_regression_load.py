@@ -8,15 +8,16 @@ import numpy as np
 import pytest
 import torch
 
+from featdyn.data import TensorData
 from featdyn.models import deep_mlp
 from featdyn.regression_load import (
     RegressionSettings,
     regression_load,
     regression_load_curve,
     smooth_target,
-    train_mse_epoch,
     train_regression,
 )
+from featdyn.train import Recipe, TrainSpec, make_optimizer, squared_error, train_epoch
 
 
 @pytest.fixture(autouse=True)
@@ -82,19 +83,29 @@ def test_smooth_target_is_a_fixed_function_of_the_input() -> None:
     assert regression_load(x, t) > 0.05  # not linear in x
 
 
-def test_mse_epoch_is_seeded_and_descends() -> None:
+def test_squared_error_by_hand() -> None:
+    out, target = torch.tensor([[1.0, 2.0], [0.0, -1.0]]), torch.tensor([[0.0, 0.0], [0.0, 1.0]])
+    assert squared_error(out, target).item() == pytest.approx((1 + 4 + 0 + 4) / 2)
+    assert squared_error(torch.tensor([[3.0], [1.0]]), torch.tensor([1.0, 1.0])).item() == pytest.approx(2.0)
+
+
+def test_squared_loss_epoch_is_seeded_and_descends() -> None:
     x = torch.randn(64, 4)
     t = smooth_target(x, seed=0)
+    data = TensorData(x, t, x[:0], t[:0], 1)
+    spec = TrainSpec(Recipe(optimizer="adam", lr=1e-2, weight_decay=0.0, batch_size=16), 30, seed=3)
 
-    def run() -> list[float]:
+    def run() -> list[tuple[float, float]]:
         torch.manual_seed(0)
         model = deep_mlp(4, 1, width=16, n_hidden=2, dropout=0.1)
-        opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-        return [train_mse_epoch(model, opt, x, t, 16, seed=3, epoch=e) for e in range(1, 31)]
+        opt = make_optimizer(model, spec.recipe)
+        return [train_epoch(model, opt, data, spec, e, squared_error) for e in range(1, 31)]
 
-    losses = run()
-    assert losses == run()
+    epochs = run()
+    losses = [loss for loss, _ in epochs]
+    assert np.array_equal(epochs, run(), equal_nan=True)
     assert losses[-1] < 0.5 * losses[0]
+    assert all(np.isnan(acc) for _, acc in epochs)  # float targets: no accuracy
 
 
 def test_noisy_training_is_convex_and_lazy_training_concave() -> None:

@@ -1,11 +1,11 @@
 """Guiding a CNN by its load curve (paper 2, SM S2, Fig. S2) and train vs test load curves (Fig. S4).
 
-SM S3's CNN: 16 channels, 7 convolutional layers with BatchNorm and ReLU; after each activation a 2×2
-max-pool and a 2× nearest upsampling keep every intermediate layer at the input's spatial shape, and a
-linear layer follows the last convolution. As a `featdyn.models.Staged` network each conv layer
-(conv → BN → ReLU → pool → upsample → dropout) is one stage and the linear head the last. The load curve
-does not see the upsampling: it copies every pooled value four times, which scales Tr Σ_w and Tr Σ_b
-alike. Every stage keeps a Dropout module, so a phase can change its rate.
+SM S3's CNN (`featdyn.models.same_shape_cnn`): 16 channels, 7 convolutional layers with BatchNorm and
+ReLU; after each activation a 2×2 max-pool and a 2× nearest upsampling keep every intermediate layer at
+the input's spatial shape, and a linear layer follows the last convolution. As a Staged network each
+conv layer (conv → BN → ReLU → pool → upsample → dropout) is one stage and the linear head the last.
+The load curve does not see the upsampling: it copies every pooled value four times, which scales
+Tr Σ_w and Tr Σ_b alike. Every stage keeps a Dropout module, so a phase can change its rate.
 
 `guided_training` reproduces the experiment: Adam (lr 1e-3 by default, full batch) until the training
 loss falls below `converge_loss` ("nearly converges"), then, from that state (weights and Adam moments),
@@ -27,41 +27,11 @@ import torch
 from torch import nn
 
 from featdyn.data import TensorData
-from featdyn.models import Staged
+from featdyn.models import Staged, same_shape_cnn
 from featdyn.separation import curvature_of, load_curve
 from featdyn.train import Recipe, TrainSpec, evaluate, make_optimizer, train_epoch
 
-# --- the CNN -----------------------------------------------------------------------------------
-
-
-def same_shape_conv_stage(in_channels: int, channels: int, dropout: float = 0.0) -> nn.Sequential:
-    """conv 3×3 → BN → ReLU → max-pool 2 → nearest upsample 2 → dropout: (N, C, H, W) → (N, channels, H, W)"""
-    return nn.Sequential(
-        nn.Conv2d(in_channels, channels, 3, padding=1),
-        nn.BatchNorm2d(channels),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Upsample(scale_factor=2, mode="nearest"),
-        nn.Dropout(dropout),
-    )
-
-
-def same_shape_cnn(
-    sample_shape: tuple[int, int, int],
-    num_classes: int,
-    channels: int = 16,
-    n_conv: int = 7,
-    dropout: float = 0.0,
-) -> Staged:
-    """SM S3's CNN for (C, H, W) inputs (H, W even): n_conv shape-keeping conv stages, then a linear head."""
-    in_channels, height, width = sample_shape
-    if height % 2 or width % 2:
-        raise ValueError(f"pool-then-upsample keeps the shape only for even sizes, got {height}×{width}")
-    stages: list[nn.Module] = [
-        same_shape_conv_stage(in_channels if i == 0 else channels, channels, dropout) for i in range(n_conv)
-    ]
-    stages.append(nn.Sequential(nn.Flatten(), nn.Linear(channels * height * width, num_classes)))
-    return Staged(stages)
+# --- the CNN (`featdyn.models.same_shape_cnn`) -------------------------------------------------
 
 
 def set_dropout(model: nn.Module, p: float) -> None:

@@ -28,44 +28,11 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from featdyn.models import Staged
-from featdyn.regression_load import train_mse_epoch
+from featdyn.data import TensorData
+from featdyn.models import linear_net, orthogonal_
 from featdyn.separation import curvature_of, load_curve
-
-
-def orthogonal_(weight: torch.Tensor, generator: torch.Generator, scale: float = 1.0) -> torch.Tensor:
-    """Fill `weight` (out, in) in place with scale × a Haar-random (semi-)orthogonal matrix."""
-    with torch.no_grad():
-        q = torch.empty(weight.shape, dtype=torch.float64)
-        nn.init.orthogonal_(q, generator=generator)
-        weight.copy_(scale * q)
-    return weight
-
-
-def linear_net(
-    in_features: int,
-    num_classes: int,
-    width: int = 32,
-    n_hidden: int = 6,
-    dropout: float = 0.0,
-    init_scale: float = 1.0,
-    seed: int = 0,
-) -> Staged:
-    """Linear network without biases or BatchNorm: one stage per hidden Linear (→ Dropout), linear head.
-
-    Every weight matrix is initialised (semi-)orthogonal from a generator seeded with `seed`.
-    """
-    g = torch.Generator().manual_seed(seed)
-    stages: list[nn.Module] = []
-    for i in range(n_hidden):
-        layer = nn.Linear(in_features if i == 0 else width, width, bias=False)
-        orthogonal_(layer.weight, g, init_scale)
-        stages.append(nn.Sequential(layer, nn.Dropout(dropout)) if dropout > 0 else layer)
-    head = nn.Linear(width, num_classes, bias=False)
-    orthogonal_(head.weight, g, init_scale)
-    return Staged([*stages, head])
+from featdyn.train import Recipe, TrainSpec, make_optimizer, squared_error, train_epoch
 
 
 def orthogonal_data(n_samples: int, dim: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -121,14 +88,22 @@ def train_linear_net(settings: LinearNetSettings, seed: int = 0) -> LinearNetRes
     model = linear_net(
         settings.dim, 2, settings.width, settings.n_hidden, settings.dropout, settings.init_scale, seed
     )
-    optimizer = torch.optim.SGD(model.parameters(), lr=settings.lr)
     targets = F.one_hot(y, 2).float()
-    batch_size = settings.batch_size or settings.n_samples
+    data = TensorData(x, targets, x[:0], targets[:0], 2)  # train_epoch reads the training part only
+    recipe = Recipe(
+        optimizer="sgd",
+        lr=settings.lr,
+        momentum=0.0,
+        weight_decay=0.0,
+        batch_size=settings.batch_size or settings.n_samples,
+    )
+    spec = TrainSpec(recipe, settings.epochs, seed=seed)
+    optimizer = make_optimizer(model, recipe)
     recorded = set(settings.curve_epochs())
     curves = [load_curve(model, x, y, 2)]
     losses = np.empty(settings.epochs)
     for epoch in range(1, settings.epochs + 1):
-        losses[epoch - 1] = train_mse_epoch(model, optimizer, x, targets, batch_size, seed, epoch)
+        losses[epoch - 1] = train_epoch(model, optimizer, data, spec, epoch, squared_error)[0]
         if epoch in recorded:
             curves.append(load_curve(model, x, y, 2))
     model.eval()

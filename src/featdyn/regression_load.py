@@ -10,9 +10,10 @@ features (SVD; singular values below numpy.linalg.lstsq's default cut-off count 
 is R_l against l (l = 0 is the input); its curvature is `featdyn.separation.curvature`'s mean second
 difference (positive = convex, noisy training; negative = concave, lazy training).
 
-`train_regression` trains paper 2's BN MLP (`featdyn.models.deep_mlp` with one output) on a
-mean-squared-error loss and records the training regression load curve during training. Noise enters
-through dropout, the learning rate, the batch size, or fresh Gaussian noise on the targets each epoch.
+`train_regression` trains paper 2's BN MLP (`featdyn.models.deep_mlp` with one output) on the squared
+loss (`featdyn.train.train_epoch` with `featdyn.train.squared_error`) and records the training regression
+load curve during training. Noise enters through dropout, the learning rate, the batch size, or fresh
+Gaussian noise on the targets each epoch.
 """
 
 from __future__ import annotations
@@ -23,9 +24,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from featdyn.data import TensorData
 from featdyn.models import build_model
-from featdyn.separation import curvature_of
-from featdyn.train import epoch_seed
+from featdyn.separation import curvature_of, stage_outputs
+from featdyn.train import Recipe, TrainSpec, epoch_seed, make_optimizer, squared_error, train_epoch
 
 ArrayOrTensor = torch.Tensor | np.ndarray
 
@@ -57,13 +59,9 @@ def regression_load_curve(model: nn.Module, x: torch.Tensor, target: ArrayOrTens
     was_training = model.training
     model.eval()
     try:
-        loads = [regression_load(x, target)]
-        for stage in model.stages:
-            x = stage(x)
-            loads.append(regression_load(x, target))
+        return np.array([regression_load(features, target) for features in stage_outputs(model, x)])
     finally:
         model.train(was_training)
-    return np.array(loads)
 
 
 # --- a synthetic target ------------------------------------------------------------------------
@@ -87,39 +85,6 @@ def smooth_target(
 
 
 # --- training with a squared loss --------------------------------------------------------------
-
-
-def train_mse_epoch(
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    x: torch.Tensor,
-    target: torch.Tensor,
-    batch_size: int,
-    seed: int,
-    epoch: int,
-) -> float:
-    """One pass in train mode on the loss (1/b) Σ_i ‖f(x_i) − target_i‖²; returns its sample mean.
-
-    Batch order and dropout come from generators seeded by (seed, epoch), as in `featdyn.train`.
-    """
-    s = epoch_seed(seed, epoch)
-    g = torch.Generator().manual_seed(s)
-    torch.manual_seed(s)  # dropout
-    model.train()
-    n = len(x)
-    perm = torch.randperm(n, generator=g).to(x.device)
-    total = torch.zeros((), device=x.device)
-    for start in range(0, n, batch_size):
-        idx = perm[start : start + batch_size]
-        out = model(x[idx]).reshape(len(idx), -1)
-        loss = (out - target[idx].reshape(len(idx), -1)).square().sum(1).mean()
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch}")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        total += loss.detach() * len(idx)
-    return total.item() / n
 
 
 @dataclass(frozen=True)
@@ -192,14 +157,18 @@ def train_regression(
         negative_slope=settings.alpha,
         dropout=settings.dropout,
     ).to(x_train.device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
-    batch_size = settings.batch_size or len(x_train)
+    recipe = Recipe(
+        optimizer="adam", lr=settings.lr, weight_decay=0.0, batch_size=settings.batch_size or len(x_train)
+    )
+    spec = TrainSpec(recipe, settings.epochs, seed=seed)
+    optimizer = make_optimizer(model, recipe)
     recorded = set(settings.curve_epochs())
     curves = [regression_load_curve(model, x_train, t_train)]
     losses = np.empty(settings.epochs)
     for epoch in range(1, settings.epochs + 1):
         target = noisy_target(t_train, settings.target_noise, seed, epoch)
-        losses[epoch - 1] = train_mse_epoch(model, optimizer, x_train, target, batch_size, seed, epoch)
+        data = TensorData(x_train, target, x_test, t_test, 1)
+        losses[epoch - 1] = train_epoch(model, optimizer, data, spec, epoch, squared_error)[0]
         if epoch in recorded:
             curves.append(regression_load_curve(model, x_train, t_train))
     train_load = np.stack(curves)

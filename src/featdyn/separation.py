@@ -133,7 +133,7 @@ def separation_measures(features: ArrayOrTensor, labels: ArrayOrTensor, n_classe
     return acc.result()
 
 
-def _stage_outputs(model: nn.Module, x: torch.Tensor) -> Iterator[torch.Tensor]:
+def stage_outputs(model: nn.Module, x: torch.Tensor) -> Iterator[torch.Tensor]:
     """The input, then the output of every stage in order."""
     yield x
     for stage in model.stages:
@@ -156,7 +156,7 @@ def load_curve(
             for start in range(0, len(x), batch_size):
                 batch = x[start : start + batch_size].to(device)
                 labels = y[start : start + batch_size]
-                for layer, features in enumerate(_stage_outputs(model, batch)):
+                for layer, features in enumerate(stage_outputs(model, batch)):
                     if layer == len(accumulators):
                         accumulators.append(SeparationAccumulator(n_classes, features[0].numel()))
                     accumulators[layer].update(features, labels)

@@ -24,7 +24,8 @@ from numpy.typing import ArrayLike
 from featdyn.io import atomic_h5, save_arrays
 from featdyn.separation import curvature
 
-NoiseKind = Literal["truncated", "gaussian"]
+NoiseKind = Literal["truncated", "gaussian", "two_point"]
+NoisePlacement = Literal["velocity", "force"]
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,10 @@ class ChainRun:
 def sample_noise(
     rng: np.random.Generator, shape: tuple[int, ...], kind: NoiseKind = "truncated", truncation: float = 2.0
 ) -> np.ndarray:
-    """Standard Gaussian noise, redrawn where |ξ| > truncation for the truncated kind."""
+    """Standard noise ξ: Gaussian, Gaussian redrawn where |ξ| > truncation (truncated), or ±1 with
+    probability ½ each (two_point)."""
+    if kind == "two_point":
+        return 2.0 * rng.integers(0, 2, size=shape) - 1.0
     xi = rng.standard_normal(shape)
     if kind == "gaussian":
         return xi
@@ -48,6 +52,11 @@ def sample_noise(
         xi[outside] = rng.standard_normal(int(outside.sum()))
         outside = np.abs(xi) > truncation
     return xi
+
+
+def noise_bound(kind: NoiseKind, truncation: float = 2.0) -> float:
+    """The bound b of the standard noise, |ξ| ≤ b: `truncation`, 1 for two_point, ∞ for gaussian."""
+    return {"truncated": float(truncation), "two_point": 1.0, "gaussian": np.inf}[kind]
 
 
 def friction_filter(force: np.ndarray, mu_l: ArrayLike, mu_r: ArrayLike) -> np.ndarray:
@@ -143,15 +152,22 @@ def simulate_langevin(
     n_chains: int = 1,
     noise: NoiseKind = "gaussian",
     truncation: float = 2.0,
+    noise_on: NoisePlacement = "velocity",
     shared_noise: bool = False,
     record_every: int | None = None,
     seed: int = 0,
 ) -> ChainRun:
-    """Second-order Langevin chain (SM S6.3): unit masses, damping γ, friction, noise on the velocity.
+    """Second-order chain with unit masses, damping γ and the friction of SM Eq. 11, in two formulations.
 
-    dv = (elastic − γ v − friction) dt + ε e^{−λt} dW, dx = v dt (semi-implicit Euler–Maruyama). Friction
-    is computed before the noise is added and may stop a block but never reverse it within a step.
+    - noise_on="velocity", the Langevin chain (SM S6.3, Eq. 12; paper Fig. S14): dv = (elastic − γ v −
+      friction(v, elastic)) dt + ε e^{−λt} dW; friction is computed before the noise is added.
+    - noise_on="force", paper Eq. 4 (SM Eq. 10; Fig. S13): the noise ε e^{−λt} ξ is part of the force
+      F = elastic + noise that friction acts on, dv = (F − γ v − friction(v, F)) dt.
+
+    dx = v dt (semi-implicit Euler–Maruyama). Friction may stop a block but never reverse it within a step.
     """
+    if noise_on not in ("velocity", "force"):
+        raise ValueError(f"unknown noise placement {noise_on!r}; available: ['force', 'velocity']")
     cells, (eps, mu_l, mu_r) = _cell_parameters(eps, mu_l, mu_r)
     padded = _padded_chain(cells, n_chains, n_blocks, y)
     velocity = np.zeros_like(padded[..., 1:-1])
@@ -160,14 +176,16 @@ def simulate_langevin(
 
     def advance(step: int) -> None:
         force = elastic_force(padded, k)
+        amplitude = eps * np.exp(-noise_decay * step * dt)
+        if noise_on == "force":
+            force = force + amplitude * sample_noise(rng, noise_shape, noise, truncation)
         accelerated = velocity + dt * (
             force - gamma * velocity - langevin_friction(velocity, force, mu_l, mu_r)
         )
         stopped = (velocity != 0) & (np.sign(accelerated) != np.sign(velocity))
-        sigma = eps * np.exp(-noise_decay * step * dt) * np.sqrt(dt)
-        velocity[...] = np.where(stopped, 0.0, accelerated) + sigma * sample_noise(
-            rng, noise_shape, noise, truncation
-        )
+        velocity[...] = np.where(stopped, 0.0, accelerated)
+        if noise_on == "velocity":
+            velocity[...] += amplitude * np.sqrt(dt) * sample_noise(rng, noise_shape, noise, truncation)
         padded[..., 1:-1] += dt * velocity
 
     return _evolve(padded, advance, n_steps, record_every)
@@ -200,6 +218,27 @@ def noiseless_equilibrium(n_blocks: int = 7, k: float = 1.0, mu: float = 0.1, y:
     return np.concatenate([np.zeros(n_blocks - n), moving])
 
 
+def leftward_friction_mu_eff(eps: float, bound: float) -> float:
+    """μ_eff = −b ε of the chain with friction for leftward moves only (μ_r = 0) at rest, |ξ| ≤ b."""
+    return -float(bound) * float(eps)
+
+
+def leftward_friction_equilibrium(
+    eps: float, mu_l: float, *, bound: float = 1.0, n_blocks: int = 7, k: float = 1.0, y: float = 1.0
+) -> np.ndarray:
+    """Paper Eq. 8 for μ_r = 0 (Fig. 5b): Eq. 7 with μ = μ_eff = −b ε, x_l = l y/(L+1) + b ε l (L+1−l)/(2k).
+
+    Pulled from rest, every force falls from above towards −b ε; when μ_l ≥ 2 b ε no block can ever
+    move left, so the chain settles where k Δ²x = μ_eff, independent of μ_l. The load curve y − x_l has
+    second difference b ε / k: linear for ε = 0, convex for ε > 0.
+    """
+    if mu_l < 2 * bound * eps:
+        raise ValueError(
+            f"μ_l = {mu_l} < 2 b ε = {2 * bound * eps}: blocks also move left, so Eq. 8 is not exact"
+        )
+    return noiseless_equilibrium(n_blocks, k, leftward_friction_mu_eff(eps, bound), y)
+
+
 def effective_friction(
     force: ArrayLike,
     eps: ArrayLike,
@@ -224,38 +263,16 @@ def effective_friction(
     return force - moved.mean(axis=-1)
 
 
-def phase_diagram(
-    noise_levels: Sequence[float],
-    friction_asymmetries: Sequence[float],
-    *,
-    mu_r: float = 0.1,
-    n_blocks: int = 7,
-    n_chains: int = 16,
-    n_steps: int = 10_000,
-    y: float = 1.0,
-    seed: int = 0,
-    **simulate_options: object,
-) -> pd.DataFrame:
-    """Curvature of the final load curve over noise ε × friction asymmetry μ_l / μ_r (paper Fig. 3).
+Simulator = Callable[..., ChainRun]
 
-    One row per cell, averaged over `n_chains` chains: eps, asymmetry, mu_l, mu_r, curvature (of the mean
-    load curve), curvature_sd (across chains), y and the mean elongations elongation_1 … elongation_L.
-    """
-    eps = np.asarray(noise_levels, dtype=np.float64)[:, None]
-    asymmetry = np.asarray(friction_asymmetries, dtype=np.float64)[None, :]
-    run = simulate(
-        eps,
-        asymmetry * mu_r,
-        mu_r,
-        n_blocks=n_blocks,
-        n_chains=n_chains,
-        n_steps=n_steps,
-        y=y,
-        seed=seed,
-        **simulate_options,
-    )
-    per_chain = curvature(spring_load_curve(run.x, y))
-    mean_x = run.x.mean(axis=-2)
+
+def phase_table(x: np.ndarray, eps: np.ndarray, asymmetry: np.ndarray, mu_r: float, y: float) -> pd.DataFrame:
+    """The phase-diagram table from final positions x (n_eps, n_asym, n_chains, L): one row per cell with
+    eps, asymmetry, mu_l, mu_r, curvature (of the chain-mean load curve), curvature_sd (across chains), y
+    and the mean elongations elongation_1 … elongation_L."""
+    n_blocks = x.shape[-1]
+    per_chain = curvature(spring_load_curve(x, y))
+    mean_x = x.mean(axis=-2)
     eps, asymmetry = np.broadcast_arrays(eps, asymmetry)
     frame = pd.DataFrame(
         {
@@ -272,6 +289,40 @@ def phase_diagram(
     for block in range(n_blocks):
         frame[f"elongation_{block + 1}"] = lengths[:, block]
     return frame
+
+
+def phase_diagram(
+    noise_levels: Sequence[float],
+    friction_asymmetries: Sequence[float],
+    *,
+    mu_r: float = 0.1,
+    n_blocks: int = 7,
+    n_chains: int = 16,
+    n_steps: int = 10_000,
+    y: float = 1.0,
+    seed: int = 0,
+    simulator: Simulator = simulate,
+    **simulate_options: Any,
+) -> pd.DataFrame:
+    """Curvature of the final load curve over noise ε × friction asymmetry μ_l / μ_r (`phase_table`).
+
+    `simulator`: `simulate` (first order, paper Fig. 3) or `simulate_langevin` (second order, Figs.
+    S13/S14), with its own options.
+    """
+    eps = np.asarray(noise_levels, dtype=np.float64)[:, None]
+    asymmetry = np.asarray(friction_asymmetries, dtype=np.float64)[None, :]
+    run = simulator(
+        eps,
+        asymmetry * mu_r,
+        mu_r,
+        n_blocks=n_blocks,
+        n_chains=n_chains,
+        n_steps=n_steps,
+        y=y,
+        seed=seed,
+        **simulate_options,
+    )
+    return phase_table(run.x, eps, asymmetry, mu_r, y)
 
 
 SIMULATION_KEYS = ("n_blocks", "k", "eta", "y", "n_steps", "noise", "truncation")

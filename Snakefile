@@ -27,6 +27,9 @@ include: "workflow/rules/interventions.smk"
 include: "workflow/rules/separation.smk"
 include: "workflow/rules/phase.smk"
 include: "workflow/rules/springblock.smk"
+include: "workflow/rules/linear_nets.smk"
+include: "workflow/rules/guided.smk"
+include: "workflow/rules/regression.smk"
 
 
 rule all:

@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 
 from featdyn.config import fill_defaults, schema
+from featdyn.curvature import curvature
 from featdyn.plots.springblock import LoadDynamicsCase, plot_load_dynamics, plot_springblock_phase
-from featdyn.separation import curvature
 from featdyn.springblock import (
     ChainRun,
     dynamics_cases,

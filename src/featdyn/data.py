@@ -14,7 +14,7 @@ import re
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -363,6 +363,12 @@ def training_subset(tensors: TensorData, size: int | None, seed: int) -> tuple[n
     """A seeded subset of the training inputs: (sorted row indices, inputs)."""
     rows = subset_indices(len(tensors.y_train), size, seed)
     return rows, tensors.x_train[torch.from_numpy(rows).to(tensors.x_train.device)]
+
+
+def with_training_subset(tensors: TensorData, size: int | None, seed: int) -> TensorData:
+    """`tensors` with a seeded subset of `size` training samples (all when None) and the whole test set."""
+    rows, x = training_subset(tensors, size, seed)
+    return replace(tensors, x_train=x, y_train=tensors.y_train[torch.from_numpy(rows).to(x.device)])
 
 
 def evaluation_set(

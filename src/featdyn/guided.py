@@ -20,15 +20,18 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 
+from featdyn.curvature import curvature_of
 from featdyn.data import TensorData
 from featdyn.models import Staged, same_shape_cnn
-from featdyn.separation import curvature_of, load_curve
+from featdyn.separation import load_curve
 from featdyn.train import Recipe, TrainSpec, evaluate, make_optimizer, train_epoch
 
 # --- the CNN (`featdyn.models.same_shape_cnn`) -------------------------------------------------
@@ -195,3 +198,37 @@ def guided_training(
         spec = TrainSpec(recipe, start + settings.phase_epochs, seed=seed)
         phases[phase_name(p)] = _run_phase(branch, branch_optimizer, data, spec, start + 1, p, settings)
     return phases
+
+
+def guided_runs(data: TensorData, settings: GuidedSettings, seeds: Sequence[int]) -> dict[str, PhaseResult]:
+    """`guided_training` for every seed: phase results keyed `{seed}/{phase}` (e.g. `0/dropout_0.1`)."""
+    return {
+        f"{seed}/{name}": phase
+        for seed in seeds
+        for name, phase in guided_training(
+            data.x_train, data.y_train, data.x_test, data.y_test, settings, seed
+        ).items()
+    }
+
+
+def guided_table(phases: dict[str, PhaseResult]) -> pd.DataFrame:
+    """One row per seed and phase of `guided_runs`: dropout, last epoch, curvatures, accuracies, seconds."""
+    rows = []
+    for key, phase in phases.items():
+        seed, _, name = key.partition("/")
+        rows.append(
+            {
+                "seed": int(seed),
+                "phase": name,
+                "dropout": float(phase.dropout),
+                "last_epoch": int(phase.epochs[-1]),
+                "final_loss": float(phase.epoch_loss[-1]),
+                "curvature": float(phase.curvature),
+                "test_curvature": float(phase.test_curvature),
+                "train_acc": float(phase.train_acc),
+                "test_acc": float(phase.test_acc),
+                "test_loss": float(phase.test_loss),
+                "seconds": float(phase.seconds),
+            }
+        )
+    return pd.DataFrame(rows)

@@ -23,15 +23,16 @@ layers being rotations); its log is about −34 there, which dominates the curva
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from featdyn.curvature import curvature_of
 from featdyn.data import TensorData
 from featdyn.models import linear_net, orthogonal_
-from featdyn.separation import curvature_of, load_curve
+from featdyn.separation import load_curve
 from featdyn.train import Recipe, TrainSpec, make_optimizer, squared_error, train_epoch
 
 
@@ -61,14 +62,6 @@ class LinearNetSettings:
 
     def curve_epochs(self) -> list[int]:
         return sorted({0, self.epochs, *range(0, self.epochs + 1, self.curve_every)})
-
-
-LINEAR_SETTINGS = {
-    "small_step": LinearNetSettings(),
-    "large_step": replace(LinearNetSettings(), lr=0.2, epochs=500, curve_every=100),
-    "dropout": replace(LinearNetSettings(), dropout=0.1),
-}
-"""Fig. 5(a)'s three trainings: SGD at lr 1e-3, a large step (0.2), and dropout 0.1 at lr 1e-3."""
 
 
 @dataclass

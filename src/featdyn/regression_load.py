@@ -7,7 +7,7 @@ regressor,
 
 computed as the norm of the centred target's component outside the column space of the centred
 features (SVD; singular values below numpy.linalg.lstsq's default cut-off count as zero). The load curve
-is R_l against l (l = 0 is the input); its curvature is `featdyn.separation.curvature`'s mean second
+is R_l against l (l = 0 is the input); its curvature is `featdyn.curvature.curvature`'s mean second
 difference (positive = convex, noisy training; negative = concave, lazy training).
 
 `train_regression` trains paper 2's BN MLP (`featdyn.models.deep_mlp` with one output) on the squared
@@ -18,15 +18,18 @@ Gaussian noise on the targets each epoch.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from featdyn.data import TensorData
+from featdyn.curvature import curvature_of
+from featdyn.data import Arrays, TensorData, tensor_data, with_training_subset
 from featdyn.models import build_model
-from featdyn.separation import curvature_of, stage_outputs
+from featdyn.separation import stage_outputs
 from featdyn.train import Recipe, TrainSpec, epoch_seed, make_optimizer, squared_error, train_epoch
 
 ArrayOrTensor = torch.Tensor | np.ndarray
@@ -106,13 +109,6 @@ class RegressionSettings:
         return sorted({0, self.epochs, *range(0, self.epochs + 1, self.curve_every)})
 
 
-REGRESSION_SETTINGS = {
-    "lazy": RegressionSettings(),
-    "noisy": replace(RegressionSettings(), dropout=0.2, target_noise=0.5),
-}
-"""Fig. S12's two trainings: the noiseless base recipe (lazy) and one with dropout and target noise."""
-
-
 @dataclass
 class RegressionResult:
     curve_epochs: np.ndarray  # (T,)
@@ -181,3 +177,22 @@ def train_regression(
         test_rmse=prediction_rmse(model, x_test, t_test),
         curvature=float(curvature_of(train_load[-1], settings.include_output)),
     )
+
+
+def regression_data(
+    arrays: Arrays,
+    n_train: int | None,
+    data_seed: int,
+    target: Mapping[str, Any],
+    device: str | torch.device = "cpu",
+) -> TensorData:
+    """Normalised inputs (`featdyn.data.tensor_data`), a seeded subset of n_train training samples and the
+    whole test set, with `smooth_target` of the normalised inputs as targets (config `regression.target`:
+    seed, n_components, frequency): `y_train`, `y_test` are float (n,) targets, `classes` is 1."""
+    data = with_training_subset(tensor_data(arrays, device), n_train, data_seed)
+
+    def target_of(x: torch.Tensor) -> torch.Tensor:
+        t = smooth_target(x.cpu(), target["seed"], target["n_components"], target["frequency"])
+        return t.to(x.device)
+
+    return replace(data, y_train=target_of(data.x_train), y_test=target_of(data.x_test), classes=1)

@@ -22,11 +22,11 @@ import h5py
 import numpy as np
 import pandas as pd
 import torch
-from numpy.typing import ArrayLike
 from torch import nn
 from tqdm.auto import tqdm
 
 from featdyn.checkpoints import CheckpointStore
+from featdyn.curvature import curvature_of
 from featdyn.io import atomic_h5, load_arrays, save_arrays
 
 ArrayOrTensor = torch.Tensor | np.ndarray
@@ -169,26 +169,9 @@ def load_curve(
     return {key: np.array([r[key] for r in results]) for key in results[0]}
 
 
-def curvature(curve: ArrayLike) -> float | np.ndarray:
-    """Mean second difference along the last axis: < 0 concave (lazy), ≈ 0 linear, > 0 convex."""
-    values = np.diff(np.asarray(curve, dtype=np.float64), n=2, axis=-1).mean(axis=-1)
-    return float(values) if values.ndim == 0 else values
-
-
-def layer_loads(curve: ArrayLike) -> np.ndarray:
-    """Per-layer load D_{l−1} − D_l, l = 1 … K, along the last axis."""
-    return -np.diff(np.asarray(curve, dtype=np.float64), axis=-1)
-
-
 # --- load curves of a trained run over its saved epochs ----------------------------------------
 
 MEASURES = ("D", "he_su", "tr_within", "tr_between")
-
-
-def curvature_of(curves: ArrayLike, include_output: bool) -> float | np.ndarray:
-    """Curvature of load curves over the input and hidden layers, and the output layer if asked."""
-    curves = np.asarray(curves, dtype=np.float64)
-    return curvature(curves if include_output else curves[..., :-1])
 
 
 def run_separation(

@@ -21,8 +21,8 @@ import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
 
+from featdyn.curvature import curvature
 from featdyn.io import atomic_h5, save_arrays
-from featdyn.separation import curvature
 
 NoiseKind = Literal["truncated", "gaussian", "two_point"]
 NoisePlacement = Literal["velocity", "force"]
@@ -328,10 +328,94 @@ def phase_diagram(
 SIMULATION_KEYS = ("n_blocks", "k", "eta", "y", "n_steps", "noise", "truncation")
 """Keys of config section `springblock` that are options of `simulate`."""
 
+PHASE_KEYS = (*SIMULATION_KEYS, "mu_r", "seed", "phase")
+DYNAMICS_KEYS = (*SIMULATION_KEYS, "mu_r", "seed", "dynamics")
+SECOND_ORDER_KEYS = ("n_blocks", "k", "y", "truncation", "mu_r", "seed", "phase", "second_order")
+LEFTWARD_KEYS = ("n_blocks", "k", "y", "truncation", "seed", "leftward")
+"""The keys of config section `springblock` that the phase diagram (Fig. 3), the load dynamics (Fig. 4),
+`second_order_phase` (Figs. S13/S14) and `leftward_friction_table` (Fig. 5b) read."""
+
 
 def simulation_options(section: Mapping[str, Any]) -> dict[str, Any]:
     """The `simulate` options of config section `springblock`."""
     return {key: section[key] for key in SIMULATION_KEYS}
+
+
+def leftward_friction_table(section: Mapping[str, Any]) -> pd.DataFrame:
+    """Fig. 5(b) from config section `springblock` (its `leftward` grid): the μ_r = 0 chain simulated for
+    every (ε, μ_l) beside paper Eq. 8.
+
+    One row per (eps, mu_l, layer l = 0 … L): `simulated` (y − x_l of the chain-mean final positions),
+    `eq8` (the same from `leftward_friction_equilibrium`) and, per cell, `max_error` (the largest
+    |x − x_Eq.8| over chains and blocks), `curvature_simulated` and `curvature_eq8` of the two curves.
+    """
+    grid = section["leftward"]
+    n_blocks, k, y = section["n_blocks"], section["k"], section["y"]
+    eps = np.asarray(grid["eps"], dtype=np.float64)[:, None]
+    mu_l = np.asarray(grid["mu_l"], dtype=np.float64)[None, :]
+    run = simulate(
+        eps,
+        mu_l,
+        0.0,
+        n_blocks=n_blocks,
+        k=k,
+        eta=grid["eta"],
+        y=y,
+        n_steps=grid["n_steps"],
+        n_chains=grid["n_chains"],
+        noise=grid["noise"],
+        truncation=section["truncation"],
+        seed=section["seed"],
+    )
+    bound = noise_bound(grid["noise"], section["truncation"])
+    frames = []
+    for i, e in enumerate(grid["eps"]):
+        for j, m in enumerate(grid["mu_l"]):
+            expected = leftward_friction_equilibrium(e, m, bound=bound, n_blocks=n_blocks, k=k, y=y)
+            simulated = spring_load_curve(run.x[i, j].mean(axis=0), y)
+            eq8 = spring_load_curve(expected, y)
+            frames.append(
+                pd.DataFrame(
+                    {
+                        "eps": e,
+                        "mu_l": m,
+                        "layer": np.arange(n_blocks + 1),
+                        "simulated": simulated,
+                        "eq8": eq8,
+                        "max_error": np.abs(run.x[i, j] - expected).max(),
+                        "curvature_simulated": curvature(simulated),
+                        "curvature_eq8": curvature(eq8),
+                    }
+                )
+            )
+    return pd.concat(frames, ignore_index=True)
+
+
+def second_order_phase(section: Mapping[str, Any]) -> pd.DataFrame:
+    """Figs. S13/S14 from config section `springblock`: `phase_diagram` of the second-order chain on the grid
+    of `phase`, once per noise placement of `second_order.noise_on` (column `noise_on`)."""
+    grid, order = section["phase"], section["second_order"]
+    options = {key: order[key] for key in ("gamma", "dt", "noise_decay", "noise")}
+    frames = [
+        phase_diagram(
+            grid["eps"],
+            grid["asymmetry"],
+            mu_r=section["mu_r"],
+            n_blocks=section["n_blocks"],
+            n_chains=grid["n_chains"],
+            n_steps=order["n_steps"],
+            y=section["y"],
+            seed=section["seed"],
+            simulator=simulate_langevin,
+            k=section["k"],
+            truncation=section["truncation"],
+            shared_noise=grid["shared_noise"],
+            noise_on=noise_on,
+            **options,
+        ).assign(noise_on=noise_on)
+        for noise_on in order["noise_on"]
+    ]
+    return pd.concat(frames, ignore_index=True)
 
 
 def load_dynamics(

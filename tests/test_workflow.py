@@ -134,7 +134,7 @@ def test_a_changed_analysis_setting_reruns_its_analysis(finished_run):
         ),
         ("guided: {phase_epochs: 2}", {"guided": 1, "plot_guided": 1}),
         ("regression: {target: {seed: 1}}", {"regression_load": 1, "plot_regression_load": 1}),
-        ("linear_nets: {lr: 0.002}", {"linear_nets": 1, "plot_fig5": 1, "plot_two_metrics": 1}),
+        ("linear_nets: {lr: 0.002}", {"linear_nets": 1, "plot_fig5": 1, "plot_separation_metrics": 1}),
     ],
 )
 def test_a_paper2_setting_reruns_only_its_stage(finished_run, change, expected):

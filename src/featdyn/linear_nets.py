@@ -33,7 +33,7 @@ from featdyn.curvature import curvature_of
 from featdyn.data import TensorData
 from featdyn.models import linear_net, orthogonal_
 from featdyn.separation import load_curve
-from featdyn.train import Recipe, TrainSpec, make_optimizer, squared_error, train_epoch
+from featdyn.train import Recipe, TrainSpec, make_optimizer, recorded_epochs, squared_error, train_epoch
 
 
 def orthogonal_data(n_samples: int, dim: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -61,7 +61,8 @@ class LinearNetSettings:
     include_output: bool = False
 
     def curve_epochs(self) -> list[int]:
-        return sorted({0, self.epochs, *range(0, self.epochs + 1, self.curve_every)})
+        """Epochs with a recorded load curve: 0, every `curve_every`-th, and the last."""
+        return recorded_epochs(self.epochs, self.curve_every)
 
 
 @dataclass

@@ -40,7 +40,15 @@ from featdyn.data import (
 from featdyn.io import atomic_h5, load_arrays, read_provenance, save_arrays
 from featdyn.models import build_model
 from featdyn.separation import load_curve
-from featdyn.train import Recipe, TrainSpec, epoch_seed, evaluate, make_optimizer, train_epoch
+from featdyn.train import (
+    Recipe,
+    TrainSpec,
+    epoch_seed,
+    evaluate,
+    make_optimizer,
+    recorded_epochs,
+    train_epoch,
+)
 
 NOISE_AXES = ("label_noise", "lr", "dropout", "batch_size")
 """The noise axes of paper 2, Fig. 1 (a)-(d)."""
@@ -84,7 +92,7 @@ class CellSettings:
 
     def curve_epochs(self) -> list[int]:
         """Epochs with a recorded load curve: 0, every `curve_every`-th, and the last."""
-        return sorted({0, self.epochs, *range(0, self.epochs + 1, self.curve_every)})
+        return recorded_epochs(self.epochs, self.curve_every)
 
 
 @dataclass

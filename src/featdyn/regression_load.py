@@ -30,7 +30,15 @@ from featdyn.curvature import curvature_of
 from featdyn.data import Arrays, TensorData, tensor_data, with_training_subset
 from featdyn.models import build_model
 from featdyn.separation import stage_outputs
-from featdyn.train import Recipe, TrainSpec, epoch_seed, make_optimizer, squared_error, train_epoch
+from featdyn.train import (
+    Recipe,
+    TrainSpec,
+    epoch_seed,
+    make_optimizer,
+    recorded_epochs,
+    squared_error,
+    train_epoch,
+)
 
 ArrayOrTensor = torch.Tensor | np.ndarray
 
@@ -106,7 +114,8 @@ class RegressionSettings:
     include_output: bool = False
 
     def curve_epochs(self) -> list[int]:
-        return sorted({0, self.epochs, *range(0, self.epochs + 1, self.curve_every)})
+        """Epochs with a recorded load curve: 0, every `curve_every`-th, and the last."""
+        return recorded_epochs(self.epochs, self.curve_every)
 
 
 @dataclass

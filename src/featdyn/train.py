@@ -83,6 +83,11 @@ class TrainSpec:
         return sorted(e for e in keep if self.start_epoch <= e <= self.epochs)
 
 
+def recorded_epochs(epochs: int, every: int) -> list[int]:
+    """Epochs at which a training records a measurement (e.g. a load curve): 0, every `every`-th, the last."""
+    return sorted({0, epochs, *range(0, epochs + 1, every)})
+
+
 def epoch_seed(seed: int, epoch: int) -> int:
     return (seed * 1_000_003 + epoch * 7_919) % (2**63 - 1)
 

@@ -2,7 +2,7 @@
 # and its variants (`phase.variants`: depth, width, optimizer; SM Figs. S5-S7b), all with the same rules:
 # the wildcard `variant` is "" for the sweep itself and `-<name>` for a variant. One job per cell (noise
 # axis, level, α) trains every seed of the cell; one rule aggregates a sweep, one plots it. The train vs
-# test (Fig. S4) and two-metric (Fig. S10-S11) figures read cells of the sweep itself.
+# test (Fig. S4) and two-metric (Figs. S10-S11) figures, one job, read cells of the sweep itself.
 
 from dataclasses import asdict
 
@@ -108,35 +108,19 @@ rule plot_phase_diagram:
         "../scripts/plot_phase_diagram.py"
 
 
-rule plot_train_test_load_curves:
+rule plot_separation_metrics:
     input:
         cells=PHASE_FIGURE_CELLS,
+        linear="results/linear_nets/linear_nets.h5",
     output:
-        report(
+        train_test=report(
             "results/figures/phase/train_test_load_curves.png",
             caption="../report/train_test_load_curves.rst",
             category="6. Data separation (paper 2)",
             subcategory="phase diagram",
             labels={"figure": "train vs test load curves (SM Fig. S4)", "variant": ""},
         ),
-    log:
-        "results/logs/figures/train_test_load_curves.log",
-    benchmark:
-        "results/benchmarks/figures/train_test_load_curves.tsv"
-    conda:
-        "../../envs/featdyn.yaml"
-    params:
-        cell_keys=PHASE_FIGURE_KEYS,
-    script:
-        "../scripts/plot_train_test_load_curves.py"
-
-
-rule plot_two_metrics:
-    input:
-        cells=PHASE_FIGURE_CELLS,
-        linear="results/linear_nets/linear_nets.h5",
-    output:
-        report(
+        two_metrics=report(
             "results/figures/separation/two_metrics.png",
             caption="../report/two_metrics.rst",
             category="6. Data separation (paper 2)",
@@ -144,12 +128,12 @@ rule plot_two_metrics:
             labels={"figure": "D_l beside Tr(Σ_w Σ_b⁺) (SM Figs. S10-S11)"},
         ),
     log:
-        "results/logs/figures/two_metrics.log",
+        "results/logs/figures/separation_metrics.log",
     benchmark:
-        "results/benchmarks/figures/two_metrics.tsv"
+        "results/benchmarks/figures/separation_metrics.tsv"
     conda:
         "../../envs/featdyn.yaml"
     params:
         cell_keys=PHASE_FIGURE_KEYS,
     script:
-        "../scripts/plot_two_metrics.py"
+        "../scripts/plot_separation_metrics.py"

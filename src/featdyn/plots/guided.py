@@ -10,6 +10,7 @@ import pandas as pd
 
 from featdyn.curvature import curvature
 from featdyn.plots import set_theme
+from featdyn.plots.separation import draw_train_test_curves
 
 
 def phase_label(name: str, dropout: float) -> str:
@@ -42,21 +43,16 @@ def plot_guided(records: Mapping[str, Mapping[str, np.ndarray]]) -> plt.Figure:
         1, 3, figsize=(16, 4.6), gridspec_kw={"width_ratios": [1.2, 1.2, 1]}, layout="constrained"
     )
     first_seed = next(iter(records)).partition("/")[0]
+    shown = {k.partition("/")[2]: p for k, p in records.items() if k.partition("/")[0] == first_seed}
     colours = plt.get_cmap("tab10")(np.arange(10))
-    for colour, (key, phase) in zip(
-        colours, [(k, p) for k, p in records.items() if k.startswith(f"{first_seed}/")]
-    ):
-        label = phase_label(key.partition("/")[2], float(phase["dropout"]))
-        curve_ax.plot(phase["train_D"][-1][:-1], "o-", color=colour, label=f"{label} (train)")
-        curve_ax.plot(phase["test_D"][:-1], "s--", color=colour, alpha=0.7, fillstyle="none")
+    curves = {
+        phase_label(name, float(phase["dropout"])): (phase["train_D"][-1][:-1], phase["test_D"][:-1])
+        for name, phase in shown.items()
+    }
+    title = f"(a) Load curves at the end of each phase (seed {first_seed})"
+    draw_train_test_curves(curve_ax, curves, title, colours)
+    for colour, (label, phase) in zip(colours, zip(curves, shown.values(), strict=True), strict=False):
         bend_ax.plot(phase["epochs"], curvature(phase["train_D"][:, :-1]), ".-", color=colour, label=label)
-    curve_ax.plot([], [], "s--", color="0.4", fillstyle="none", label="test (dashed)")
-    curve_ax.set(
-        xlabel="layer l (0 = input)",
-        ylabel="D_l = log(Tr Σ_w / Tr Σ_b)",
-        title=f"(a) Load curves at the end of each phase (seed {first_seed})",
-    )
-    curve_ax.legend(fontsize=7)
     bend_ax.axhline(0.0, color="0.3", linestyle=":", linewidth=1)
     bend_ax.set(
         xlabel="epoch",

@@ -34,16 +34,29 @@ def draw_leftward_chain(ax: plt.Axes, chain: pd.DataFrame) -> None:
     markers (one shape per μ_l)."""
     levels = sorted(chain["eps"].unique())
     colours = plt.get_cmap("viridis")(np.linspace(0, 0.85, len(levels)))
-    markers = dict(zip(sorted(chain["mu_l"].unique()), MU_L_MARKERS, strict=False))
+    frictions = sorted(chain["mu_l"].unique())
+    markers = dict(zip(frictions, MU_L_MARKERS, strict=False))
+    sizes = dict(
+        zip(frictions, np.linspace(10, 5, len(frictions)), strict=True)
+    )  # coinciding markers stay visible
     for colour, eps in zip(colours, levels, strict=True):
         cells = chain[chain["eps"] == eps]
         eq8 = cells[cells["mu_l"] == cells["mu_l"].min()].sort_values("layer")
         bend = eq8["curvature_eq8"].iloc[0]
         ax.plot(eq8["layer"], eq8["eq8"], "-", color=colour, label=f"ε = {eps:g}: Eq. 8, κ = {bend:+.3f}")
         for mu_l, cell in cells.groupby("mu_l"):
-            ax.plot(cell["layer"], cell["simulated"], markers[mu_l], color=colour, fillstyle="none", ms=7)
+            ax.plot(
+                cell["layer"],
+                cell["simulated"],
+                markers[mu_l],
+                color=colour,
+                fillstyle="none",
+                ms=sizes[mu_l],
+            )
     for mu_l, marker in markers.items():
-        ax.plot([], [], marker, color="0.3", fillstyle="none", label=f"simulated, μ_l = {mu_l:g}")
+        ax.plot(
+            [], [], marker, color="0.3", fillstyle="none", ms=sizes[mu_l], label=f"simulated, μ_l = {mu_l:g}"
+        )
     error = chain["max_error"].max()
     ax.set(
         xlabel="block l (0 = wall)",

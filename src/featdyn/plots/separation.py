@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib import colors
+from numpy.typing import ArrayLike
 
 from featdyn.curvature import curvature
 from featdyn.plots import set_theme
@@ -190,6 +191,22 @@ def level_colours(levels: np.ndarray) -> np.ndarray:
     return plt.get_cmap("viridis")(np.linspace(0, 0.9, len(levels)))
 
 
+def draw_train_test_curves(
+    ax: plt.Axes,
+    curves: Mapping[str, tuple[ArrayLike, ArrayLike]],
+    title: str,
+    colours: ArrayLike | None = None,
+) -> None:
+    """Label → (training, test) load curve D_l: training solid, test dashed, one colour per label."""
+    colours = level_colours(np.arange(len(curves))) if colours is None else colours
+    for colour, (label, (train, test)) in zip(colours, curves.items(), strict=False):
+        ax.plot(np.arange(len(train)), np.asarray(train), "o-", color=colour, label=label)
+        ax.plot(np.arange(len(test)), np.asarray(test), "s--", color=colour, alpha=0.8, fillstyle="none")
+    ax.plot([], [], "s--", color="0.4", fillstyle="none", label="test data (dashed)")
+    ax.set(xlabel="layer l (0 = input)", ylabel="D_l = log(Tr Σ_w / Tr Σ_b)", title=title)
+    ax.legend(fontsize=7)
+
+
 def plot_train_test_load_curves(frame: pd.DataFrame, axis: str, alpha: float) -> plt.Figure:
     """SM Fig. S4: final training (solid) and test (dashed) load curves of the cells along one noise axis
     (mean over seeds), and both curvatures against the level beside the test accuracy.
@@ -201,17 +218,13 @@ def plot_train_test_load_curves(frame: pd.DataFrame, axis: str, alpha: float) ->
     train, test = curve_grid(frame, "train_D"), curve_grid(frame, "test_D")
     accuracy = frame.groupby("level")["test_acc"].mean()
     fig, (curve_ax, bend_ax) = plt.subplots(1, 2, figsize=(12, 4.6), layout="constrained")
-    for colour, level in zip(level_colours(train.index), train.index, strict=True):
-        label = f"{axis} = {level:g}: test acc {accuracy[level]:.3f}"
-        curve_ax.plot(train.columns, train.loc[level], "o-", color=colour, label=label)
-        curve_ax.plot(test.columns, test.loc[level], "s--", color=colour, fillstyle="none")
-    curve_ax.plot([], [], "s--", color="0.4", fillstyle="none", label="test data (dashed)")
-    curve_ax.set(
-        xlabel="layer l (0 = input)",
-        ylabel="D_l = log(Tr Σ_w / Tr Σ_b)",
-        title=f"(a) Train (solid) and test (dashed) load curves, α = {alpha:g}",
+    curves = {
+        f"{axis} = {level:g}: test acc {accuracy[level]:.3f}": (train.loc[level], test.loc[level])
+        for level in train.index
+    }
+    draw_train_test_curves(
+        curve_ax, curves, f"(a) Train (solid) and test (dashed) load curves, α = {alpha:g}"
     )
-    curve_ax.legend(fontsize=7)
     levels = train.index.to_numpy(dtype=float)
     positions = np.arange(len(levels))
     bend_ax.plot(positions, curvature(train.to_numpy()), "o-", label="train curvature")

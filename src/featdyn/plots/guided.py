@@ -51,7 +51,7 @@ def plot_guided(records: Mapping[str, Mapping[str, np.ndarray]]) -> plt.Figure:
     }
     title = f"(a) Load curves at the end of each phase (seed {first_seed})"
     draw_train_test_curves(curve_ax, curves, title, colours)
-    for colour, (label, phase) in zip(colours, zip(curves, shown.values(), strict=True), strict=False):
+    for colour, label, phase in zip(colours, curves, shown.values(), strict=False):
         bend_ax.plot(phase["epochs"], curvature(phase["train_D"][:, :-1]), ".-", color=colour, label=label)
     bend_ax.axhline(0.0, color="0.3", linestyle=":", linewidth=1)
     bend_ax.set(

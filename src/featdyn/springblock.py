@@ -7,6 +7,10 @@ plays layer l's share of data separation and the distance y − x_l plays D_l.
 All simulators are vectorised: `eps`, `mu_l` and `mu_r` are broadcast against each other into a grid of
 parameter cells, each cell holds `n_chains` independent chains, and a step updates every block of every
 chain of every cell at once (state shape `(*cells, n_chains, L)`); only time is a Python loop.
+
+Figures: the first-order phase diagram (Fig. 3) and load dynamics (Fig. 4), the chain with friction for
+leftward moves only beside Eq. 8 (Fig. 5b; two-point noise reaches it exactly), and the second-order
+chain's phase diagrams with the noise in the force (Eq. 4, Fig. S13) or on the velocity (Eq. 12, Fig. S14).
 """
 
 from __future__ import annotations

@@ -30,6 +30,9 @@ include: "workflow/rules/phase.smk"
 include: "workflow/rules/springblock.smk"
 include: "workflow/rules/surrogates.smk"
 include: "workflow/rules/ensembles.smk"
+include: "workflow/rules/linear_nets.smk"
+include: "workflow/rules/guided.smk"
+include: "workflow/rules/regression.smk"
 
 
 rule all:

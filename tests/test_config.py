@@ -15,12 +15,15 @@ from featdyn.config import (
     check_config,
     effective_config,
     fill_defaults,
+    layered,
     load_config,
     merge,
     schema,
     schema_docs,
 )
 from featdyn.ensembles import EnsembleSettings
+from featdyn.guided import GuidedSettings
+from featdyn.linear_nets import LinearNetSettings
 from featdyn.phase import CellSettings
 from featdyn.planning import (
     ensemble_corrupted_file,
@@ -30,6 +33,7 @@ from featdyn.planning import (
     surrogate_figure_window,
     surrogate_keys,
 )
+from featdyn.regression_load import RegressionSettings
 from featdyn.sgd_noise import IsotropySettings
 from featdyn.surrogates import SurrogateSettings
 from featdyn.train import Recipe
@@ -54,6 +58,9 @@ def test_presets_hold_only_what_they_change(path):
     own = yaml.safe_load(path.read_text())
     if "extends" in own:
         base = load_config(path.parent / own["extends"])
+        # `phase.dataset: auto` resolves by what is on disk: a preset naming a dataset repeats nothing
+        raw_phase = layered(path.parent / own["extends"]).get("phase", {})
+        base["phase"]["dataset"] = raw_phase.get("dataset", "auto")
     else:
         base = {key: copy.deepcopy(own[key]) for key in ("datasets", "recipes", "runs") if key in own}
         fill_defaults(base, schema())
@@ -83,8 +90,11 @@ def test_every_key_has_a_default_and_a_description():
             yield from walk(extra, f"{where}.<name>")
 
     required = {"datasets", "recipes", "runs", "pairs", "extends"}  # named entries: no defaults
+    overlays = (".variants.<name>.", ".trainings.<name>.")  # named changes: inherit their section's values
     for path, sub in walk(schema(), ""):
         if path.split(".")[0] in required or path.startswith("phase.axes.") or ".cases" in path:
+            continue
+        if any(part in path for part in overlays):
             continue
         assert "default" in sub, f"{path} has no default"
 
@@ -158,6 +168,23 @@ def broken(config, dotted_key, value):
             "'contrast-5' is not one of the allowed values ['test', 'gaussian_blur-5']",
         ),
         ("ensembles.epoch", 9, "`ensembles.epoch`: 9 is not allowed for run 'm1d-clean'"),
+        ("guided.dataset", "mnist1d", "`guided.dataset`: 'mnist1d' (source 'mnist1d', samples (40,))"),
+        ("springblock.leftward.mu_l", [0.01], "`springblock.leftward.mu_l`: 0.01 is not allowed: Eq. 8"),
+        ("phase.figure_axis", "lr", "`phase.figure_axis`: 'lr' is not one of the allowed values ['dropout']"),
+        ("phase.figure_alpha", 0.5, "`phase.figure_alpha`: 0.5 is not one of the allowed values [0.0]"),
+        ("phase.variants", {"big": {"axes": {"batch_size": [500]}}}, "`phase.variants.big.axes.batch_size`"),
+        (
+            "linear_nets.batch_size",
+            64,
+            "`linear_nets.batch_size`: 64 is not allowed: at most linear_nets.n_samples",
+        ),
+        (
+            "regression.trainings",
+            {"lazy": {}, "big": {"batch_size": 101}},
+            "`regression.trainings.big.batch_size`: 101 is not allowed: at most regression.n_train = 100",
+        ),
+        ("regression.trainings", {"lazy": None}, "`regression.trainings`: every training is null"),
+        ("guided.batch_size", 500, "`guided.batch_size`: 500 is not allowed: at most guided.n_train = 120"),
     ],
 )
 def test_semantic_errors_name_key_and_allowed_values(config, key, value, message):
@@ -211,6 +238,9 @@ def test_unknown_keys_are_rejected_with_the_closest_valid_key(key, suggestion):
         (CellSettings, ("phase",)),
         (SurrogateSettings, ("surrogates",)),
         (EnsembleSettings, ("ensembles",)),
+        (LinearNetSettings, ("linear_nets",)),
+        (GuidedSettings, ("guided",)),
+        (RegressionSettings, ("regression",)),
     ],
 )
 def test_settings_dataclasses_default_to_the_schema(settings_class, section):

@@ -313,7 +313,7 @@ def test_config_accepts_cifar_c_names_for_cifar_sources():
     config(
         datasets={"m": {"source": "cifar10"}},
         runs={"clean": {"model": "resnet20"}, "noisy": {"model": "resnet20"}},
-        corruptions={"default": ["fog"], "severities": [5]},
+        corruptions={"datasets": {"m": ["fog"]}, "severities": [5]},
         stats={"eval_sets": ["fog-5"]},
     )
 

@@ -12,6 +12,8 @@ SHAPES = {
     "bottleneck_mlp": (40,),
     "deep_mlp": (1, 8, 8),
     "cnn": (3, 16, 16),
+    "linear_net": (40,),
+    "same_shape_cnn": (1, 8, 8),
 }
 
 
@@ -47,6 +49,17 @@ def test_split_composition_is_exact_at_every_depth(name):
             shallow, deep = split(model, depth)
             assert torch.equal(deep(shallow(x)), full)
             assert torch.equal(model(model(x, 0, depth), depth), full)
+
+
+def test_same_shape_cnn_keeps_every_layer_shape_at_the_papers_size():
+    """Paper 2, SM S3: 16 channels, 7 conv layers with BN and ReLU, every layer the input's shape."""
+    model = build_model("same_shape_cnn", (1, 28, 28), 10).eval()
+    assert model.n_stages == 8
+    x = torch.randn(2, 1, 28, 28)
+    with torch.no_grad():
+        for depth in range(1, 8):
+            assert model(x, 0, depth).shape == (2, 16, 28, 28)
+        assert model(x).shape == (2, 10)
 
 
 def test_split_rejects_missing_depth():

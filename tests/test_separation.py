@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from featdyn.checkpoints import CheckpointStore
+from featdyn.curvature import curvature, layer_loads
 from featdyn.plots.separation import (
     plot_accuracy_vs_curvature,
     plot_load_curves,
@@ -18,8 +19,6 @@ from featdyn.plots.separation import (
 )
 from featdyn.separation import (
     SeparationAccumulator,
-    curvature,
-    layer_loads,
     load_curve,
     read_separation,
     run_separation,

@@ -4,20 +4,27 @@ from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 import pytest
 
 from featdyn.config import fill_defaults, schema
+from featdyn.curvature import curvature
 from featdyn.plots.springblock import LoadDynamicsCase, plot_load_dynamics, plot_springblock_phase
-from featdyn.separation import curvature
 from featdyn.springblock import (
+    ChainRun,
     dynamics_cases,
     effective_friction,
     elastic_force,
     elongations,
+    leftward_friction_equilibrium,
+    leftward_friction_mu_eff,
     load_dynamics,
+    noise_bound,
     noiseless_equilibrium,
     phase_diagram,
+    phase_table,
     read_dynamics,
+    sample_noise,
     simulate,
     simulate_langevin,
     spring_load_curve,
@@ -163,3 +170,104 @@ def test_load_dynamics_start_unseparated_and_end_like_the_chain(tmp_path) -> Non
     for (steps, curves), (steps_back, curves_back) in zip(cases, read_dynamics(tmp_path / "dynamics.h5")):
         np.testing.assert_array_equal(steps_back, steps)
         np.testing.assert_array_equal(curves_back, curves)
+
+
+# --- paper 2, Fig. 5(b): friction for leftward moves only (μ_r = 0) ------------------------------
+
+BLOCKS = np.arange(1, 8)
+
+
+def test_two_point_noise_and_noise_bounds() -> None:
+    xi = sample_noise(np.random.default_rng(0), (4000,), "two_point")
+    assert set(np.unique(xi)) == {-1.0, 1.0} and abs(xi.mean()) < 0.05
+    assert noise_bound("two_point") == 1.0 and noise_bound("truncated", 2.5) == 2.5
+    assert noise_bound("gaussian") == np.inf
+    assert np.abs(sample_noise(np.random.default_rng(0), (4000,), "truncated", 1.5)).max() <= 1.5
+
+
+def test_eq8_for_mu_r_zero_by_hand() -> None:
+    eps = 0.05
+    # x_l = l y/(L+1) − μ_eff l(L+1−l)/(2k) with μ_eff = −ε
+    by_hand = BLOCKS / 8 + eps * BLOCKS * (8 - BLOCKS) / 2
+    np.testing.assert_allclose(leftward_friction_equilibrium(eps, 0.5), by_hand, rtol=1e-12)
+    np.testing.assert_allclose(leftward_friction_equilibrium(0.0, 0.0), BLOCKS / 8, rtol=1e-12)
+    assert leftward_friction_mu_eff(0.1, 2.0) == pytest.approx(-0.2)
+    with pytest.raises(ValueError, match="move left"):
+        leftward_friction_equilibrium(0.1, 0.15)
+
+
+def block_forces_at_rest(x: np.ndarray) -> np.ndarray:
+    return elastic_force(np.concatenate([[0.0], x, [1.0]]), 1.0)
+
+
+@pytest.mark.parametrize("eps", [0.0, 0.02, 0.05])
+def test_mu_r_zero_chain_reaches_eq8_whatever_mu_l(eps: float) -> None:
+    mu_l = np.array([0.2, 0.5, 1.0])
+    run = simulate(eps, mu_l, 0.0, eta=0.1, n_steps=3000, n_chains=2, noise="two_point", seed=1)
+    expected = leftward_friction_equilibrium(eps, 0.2)
+    np.testing.assert_allclose(run.x, np.broadcast_to(expected, run.x.shape), atol=1e-6)
+    np.testing.assert_allclose(block_forces_at_rest(run.x[0, 0]), -eps, atol=1e-6)  # F = μ_eff at rest
+    bend = curvature(spring_load_curve(run.x[0, 0]))
+    if eps == 0:
+        assert abs(bend) < 1e-6  # linear: no noise, no block ever feels friction
+    else:
+        assert bend == pytest.approx(eps, abs=1e-6)  # convex: Δ²(y − x) = −μ_eff / k = ε
+
+
+def test_truncated_noise_approaches_the_same_equilibrium_slowly() -> None:
+    eps, truncation = 0.05, 2.0
+    expected = leftward_friction_equilibrium(eps, 0.5, bound=truncation)
+    errors = [
+        np.abs(simulate(eps, 0.5, 0.0, n_steps=n, n_chains=4, seed=0).x - expected).max()
+        for n in (2000, 20_000)
+    ]
+    assert errors[1] < 0.5 * errors[0]
+    assert errors[1] > 1e-3  # not there yet: only the rare draws near ±bε still move a block
+    final = simulate(eps, 0.5, 0.0, n_steps=20_000, n_chains=4, seed=0).x.mean(0)
+    assert 0 < curvature(spring_load_curve(final)) < eps * truncation
+
+
+# --- Figs. S13/S14: the second-order chain's phase diagram ---------------------------------------
+
+
+def test_phase_table_is_the_phase_diagram_of_the_simulated_positions() -> None:
+    eps, asym = [0.0, 0.3], [0.5, 2.0, 3.0]
+    first = phase_diagram(eps, asym, n_chains=3, n_steps=800, seed=4)
+    run = simulate(
+        np.array(eps)[:, None], np.array(asym)[None, :] * 0.1, 0.1, n_chains=3, n_steps=800, seed=4
+    )
+    rebuilt = phase_table(run.x, np.array(eps)[:, None], np.array(asym)[None, :], 0.1, 1.0)
+    pd.testing.assert_frame_equal(rebuilt, first)
+    cell = rebuilt.iloc[4]  # ε = 0.3, asymmetry 2: its columns by hand from the final positions
+    mean_x = run.x[1, 1].mean(0)
+    assert cell["curvature"] == pytest.approx(curvature(spring_load_curve(mean_x)))
+    assert cell["curvature_sd"] == pytest.approx(curvature(spring_load_curve(run.x[1, 1])).std())
+    np.testing.assert_allclose(
+        cell[[f"elongation_{b}" for b in BLOCKS]].to_numpy(float), np.diff(mean_x, prepend=0)
+    )
+
+
+@pytest.mark.parametrize("noise_on", ["velocity", "force"])
+def test_second_order_phase_diagram_has_the_first_order_signs(noise_on: str) -> None:
+    eps, asym = [0.0, 0.5], [0.5, 1.0, 3.0]
+    table = phase_diagram(
+        eps, asym, n_chains=3, n_steps=4000, seed=0, simulator=simulate_langevin, noise_on=noise_on
+    )
+    first = phase_diagram(eps, asym, n_chains=3, n_steps=4000, seed=0)
+    assert list(table.columns) == list(first.columns)
+    np.testing.assert_array_equal(table[["eps", "asymmetry", "mu_l"]], first[["eps", "asymmetry", "mu_l"]])
+    quiet = table["eps"] == 0
+    np.testing.assert_allclose(table.loc[quiet, "curvature"], first.loc[quiet, "curvature"], atol=1e-6)
+    assert np.all(table.loc[quiet, "curvature"] < 0)  # noiseless: the concave Eq. 7 in both orders
+    assert np.all(table.loc[quiet, "curvature_sd"] == 0)
+    loud = table[~quiet].set_index("asymmetry")["curvature"]
+    assert loud[3.0] > 0.02 > -0.02 > loud[0.5]  # with noise the asymmetry decides, as in the first order
+
+
+def test_noise_placement_matters_and_is_checked() -> None:
+    runs = [
+        simulate_langevin(0.3, 0.3, 0.1, n_steps=500, noise_on=on, seed=2) for on in ("force", "velocity")
+    ]
+    assert isinstance(runs[0], ChainRun) and not np.allclose(runs[0].x, runs[1].x)
+    with pytest.raises(ValueError, match="noise placement"):
+        simulate_langevin(0.3, 0.3, 0.1, n_steps=5, noise_on="position")

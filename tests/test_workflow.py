@@ -122,6 +122,34 @@ def test_a_changed_analysis_setting_reruns_its_analysis(finished_run):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        ("springblock: {leftward: {n_steps: 150}}", {"springblock_leftward": 1, "plot_fig5": 1}),
+        (
+            "springblock: {second_order: {n_steps: 150}}",
+            {"springblock_second_order": 1, "plot_springblock_second_order": 1},
+        ),
+        (
+            "phase: {variants: {depth3: {epochs: 3}}}",
+            {"phase_cell": 2, "phase_diagram": 1, "plot_phase_diagram": 1},
+        ),
+        ("guided: {phase_epochs: 2}", {"guided": 1, "plot_guided": 1}),
+        ("regression: {target: {seed: 1}}", {"regression_load": 1, "plot_regression_load": 1}),
+        ("linear_nets: {lr: 0.002}", {"linear_nets": 1, "plot_fig5": 1, "plot_separation_metrics": 1}),
+    ],
+)
+def test_a_paper2_setting_reruns_only_its_stage(finished_run, change, expected):
+    """Paper 2's stages read only their own keys: a change replans that stage and its figures, nothing
+    else (no other spring–block table, no cell of the sweep itself for a variant)."""
+    result = snakemake(finished_run, "-n", config=overlay(finished_run, "paper2", change))
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = planned_jobs(result.stdout)
+    jobs.pop("all", None)
+    assert jobs == expected
+
+
+@pytest.mark.slow
 def test_report_contains_every_target_figure(finished_run):
     result = snakemake(finished_run, "--report", "report.html")
     assert result.returncode == 0, result.stderr[-3000:]

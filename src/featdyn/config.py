@@ -24,9 +24,10 @@ from typing import Any
 
 import yaml
 
-from featdyn.data import SOURCES
+from featdyn.data import SAMPLE_SHAPES, SOURCES
 from featdyn.models import MODELS
 from featdyn.planning import (
+    DATASET_SECTIONS,
     analysed_runs,
     available_corruptions,
     corrupted_eval_sets,
@@ -36,10 +37,12 @@ from featdyn.planning import (
     mislabel_runs,
     mislabel_score_names,
     n_stages,
-    phase_dataset,
+    overlays,
+    section_dataset,
     surrogate_epochs,
     trajectory_runs,
 )
+from featdyn.springblock import noise_bound
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 ANALYSIS_RUN_LISTS = (
@@ -169,18 +172,21 @@ def fill_defaults(node: Any, node_schema: Mapping[str, Any]) -> None:
 def effective_config(config: Mapping[str, Any], configfiles: Iterable[str | Path] = ()) -> dict[str, Any]:
     """The config every rule and script reads: composed, validated, defaults filled, checked.
 
-    The phase sweep's dataset is resolved (`phase.dataset: auto` looks for Fashion-MNIST on disk) and
-    added to `datasets` if the config does not hold it.
+    The datasets of the sections that name one (`phase`, `guided`, `regression`) are resolved to
+    `datasets` keys (`phase.dataset: auto` looks for Fashion-MNIST on disk) and added to `datasets` if
+    the config does not hold them.
     """
     composed = compose(config, configfiles)
     validate(composed)
     fill_defaults(composed, schema())
-    _one_of("phase.dataset", composed["phase"]["dataset"], ["auto", *sorted(composed["datasets"]), *SOURCES])
-    name, entry = phase_dataset(composed)
-    composed["phase"]["dataset"] = name
-    if name not in composed["datasets"]:
-        fill_defaults(entry, schema()["properties"]["datasets"]["additionalProperties"])
-        composed["datasets"][name] = entry
+    for section in DATASET_SECTIONS:
+        allowed = (["auto"] if section == "phase" else []) + [*sorted(composed["datasets"]), *SOURCES]
+        _one_of(f"{section}.dataset", composed[section]["dataset"], allowed)
+        name, entry = section_dataset(composed, section)
+        composed[section]["dataset"] = name
+        if name not in composed["datasets"]:
+            fill_defaults(entry, schema()["properties"]["datasets"]["additionalProperties"])
+            composed["datasets"][name] = entry
     check_config(composed)
     return composed
 
@@ -238,6 +244,12 @@ def check_config(config: Mapping[str, Any]) -> None:
     check_ensembles(config)
     check_mislabel(config)
     check_phase(config)
+    check_paper2_sections(config)
+
+
+def even_images(shape: Sequence[int]) -> bool:
+    """Whether samples of `shape` are (C, H, W) images with even H and W (the shape-keeping CNN)."""
+    return len(shape) == 3 and shape[1] % 2 == 0 and shape[2] % 2 == 0
 
 
 def check_eval_set(key: str, name: str, config: Mapping[str, Any], dataset: str) -> None:
@@ -272,14 +284,57 @@ def check_corruptions(config: Mapping[str, Any]) -> None:
 
 
 def check_phase(config: Mapping[str, Any]) -> None:
-    """Paper 2's phase sweep: every batch size within the training subset."""
+    """Paper 2's phase sweep and its variants: every batch size within the training subset; the
+    figures' axis and slope in the sweep."""
     phase = config["phase"]
-    sizes = phase["axes"]["batch_size"] if "batch_size" in phase["axes"] else []
-    for key, size in [("phase.batch_size", phase["batch_size"])] + [
-        ("phase.axes.batch_size", s) for s in sizes
-    ]:
-        if size > phase["n_train"]:
-            _fail(key, f"{size} is not allowed: at most phase.n_train = {phase['n_train']}")
+    variants = {"phase": phase, **{f"phase.variants.{k}": v for k, v in overlays(phase, "variants").items()}}
+    for where, section in variants.items():
+        sizes = section["axes"]["batch_size"] if "batch_size" in section["axes"] else []
+        prefix = "phase" if where == "phase" else where
+        for key, size in [("phase.batch_size", section["batch_size"])] + [
+            (f"{prefix}.axes.batch_size", s) for s in sizes
+        ]:
+            if size > phase["n_train"]:
+                _fail(key, f"{size} is not allowed: at most phase.n_train = {phase['n_train']}")
+    if phase["figure_axis"] is not None:
+        _one_of("phase.figure_axis", phase["figure_axis"], list(phase["axes"]))
+    if phase["figure_alpha"] is not None:
+        _one_of("phase.figure_alpha", phase["figure_alpha"], phase["alphas"])
+
+
+def check_paper2_sections(config: Mapping[str, Any]) -> None:
+    """Linear networks, the guided CNN, regression loads and the μ_r = 0 chain (paper 2, Figs. 5, S2, S12)."""
+    for section in ("linear_nets", "regression"):
+        if not overlays(config[section], "trainings"):
+            _fail(f"{section}.trainings", "every training is null: at least one is needed")
+    guided = config["guided"]
+    source = config["datasets"][guided["dataset"]]["source"]
+    if not even_images(SAMPLE_SHAPES[source]):
+        allowed = sorted(name for name, shape in SAMPLE_SHAPES.items() if even_images(shape))
+        _fail(
+            "guided.dataset",
+            f"{guided['dataset']!r} (source {source!r}, samples {SAMPLE_SHAPES[source]}) is not allowed: "
+            f"the CNN needs images of even height and width; allowed sources: {allowed}",
+        )
+    sized = {"guided.batch_size": (guided["batch_size"], guided["n_train"], "guided.n_train")}
+    for section, limit_key in (("linear_nets", "n_samples"), ("regression", "n_train")):
+        for name, training in overlays(config[section], "trainings").items():
+            own = "batch_size" in config[section]["trainings"][name]
+            key = f"{section}.trainings.{name}.batch_size" if own else f"{section}.batch_size"
+            sized[key] = (training["batch_size"], config[section][limit_key], f"{section}.{limit_key}")
+    for key, (size, limit, limit_key) in sized.items():
+        if size is not None and limit is not None and size > limit:
+            _fail(key, f"{size} is not allowed: at most {limit_key} = {limit}")
+    leftward, springs = config["springblock"]["leftward"], config["springblock"]
+    bound = noise_bound(leftward["noise"], springs["truncation"])
+    needed = 2 * bound * max(leftward["eps"])
+    for mu_l in leftward["mu_l"]:
+        if mu_l < needed:
+            _fail(
+                "springblock.leftward.mu_l",
+                f"{mu_l} is not allowed: Eq. 8 needs μ_l >= 2 b max(ε) = {needed:g} "
+                f"(b = {bound:g}, the bound of {leftward['noise']} noise), else blocks also move left",
+            )
 
 
 def check_dynamics(config: Mapping[str, Any]) -> None:
@@ -419,17 +474,27 @@ def _docs_section(key: str, node: Mapping[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
-def _docs_rows(key: str, node: Mapping[str, Any]) -> Iterable[tuple[str, str, str, str]]:
+def _docs_rows(
+    key: str, node: Mapping[str, Any], missing: str = "required"
+) -> Iterable[tuple[str, str, str, str]]:
+    """Rows (key, type, default, description); a key without default shows `missing`: `required`, or
+    `inherited` for the optional keys of named changes (`phase.variants.<name>.…`)."""
     children = node["properties"] if "properties" in node else {}
     extra = node["additionalProperties"] if "additionalProperties" in node else None
+    description = node["description"] if "description" in node else ""
     if children and ("default" not in node or node["default"] == {}):
         for child, sub in children.items():
-            yield from _docs_rows(f"{key}.{child}", sub)
+            yield from _docs_rows(f"{key}.{child}", sub, missing)
     elif not children and isinstance(extra, Mapping) and "properties" in extra:
+        if "default" in node:
+            yield key, "object", _default_of(node), description
+        required = extra["required"] if "required" in extra else []
         for child, sub in extra["properties"].items():
-            yield from _docs_rows(f"{key}.<name>.{child}", sub)
+            yield from _docs_rows(
+                f"{key}.<name>.{child}", sub, "required" if child in required else "inherited"
+            )
     else:
-        yield key, _type_of(node), _default_of(node), node["description"] if "description" in node else ""
+        yield key, _type_of(node), _default_of(node, missing), description
 
 
 def _type_of(node: Mapping[str, Any]) -> str:
@@ -439,9 +504,9 @@ def _type_of(node: Mapping[str, Any]) -> str:
     return " or ".join(kind) if isinstance(kind, list) else kind
 
 
-def _default_of(node: Mapping[str, Any]) -> str:
+def _default_of(node: Mapping[str, Any], missing: str = "required") -> str:
     if "default" not in node:
-        return "required"
+        return missing
     text = yaml.safe_dump(node["default"], default_flow_style=True, width=200).removesuffix("\n...\n")
     return f"`{text.strip()}`".replace("|", "\\|")
 

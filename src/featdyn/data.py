@@ -427,6 +427,12 @@ def training_subset(tensors: TensorData, size: int | None, seed: int) -> tuple[n
     return rows, tensors.x_train[torch.from_numpy(rows).to(tensors.x_train.device)]
 
 
+def with_training_subset(tensors: TensorData, size: int | None, seed: int) -> TensorData:
+    """`tensors` with a seeded subset of `size` training samples (all when None) and the whole test set."""
+    rows, x = training_subset(tensors, size, seed)
+    return replace(tensors, x_train=x, y_train=tensors.y_train[torch.from_numpy(rows).to(x.device)])
+
+
 def evaluation_set(
     tensors: TensorData,
     arrays: Arrays,

@@ -6,15 +6,17 @@ import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import h5py
 import numpy as np
 import pandas as pd
 
 from featdyn import __version__
+
+Record = TypeVar("Record")
 
 
 def _umask() -> int:
@@ -81,6 +83,22 @@ def save_arrays(group: h5py.Group, arrays: Mapping[str, Any], compress: bool = T
 def load_arrays(group: h5py.Group) -> dict[str, np.ndarray]:
     """Read every dataset directly under `group` into memory."""
     return {name: item[()] for name, item in group.items() if isinstance(item, h5py.Dataset)}
+
+
+def write_records(path: str | os.PathLike, records: Mapping[str, Any], provenance: Mapping[str, Any]) -> None:
+    """One HDF5 group per record (a dataclass of arrays and scalars), named by its key (a key may be a path,
+    `0/converged`); attribute `records` keeps their order."""
+    with atomic_h5(path, provenance) as f:
+        f.attrs["records"] = list(records)
+        for name, record in records.items():
+            save_arrays(f.create_group(name), vars(record))
+
+
+def read_records(path: str | os.PathLike, record_type: Callable[..., Record] = dict) -> dict[str, Record]:
+    """The records of a `write_records` file, in their order, as `record_type` (a dataclass, or plain
+    dicts of arrays, which need no import of the module that wrote them)."""
+    with h5py.File(path, "r") as f:
+        return {name: record_type(**load_arrays(f[name])) for name in f.attrs["records"]}
 
 
 def log_to(path: str | os.PathLike) -> None:

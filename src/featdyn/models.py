@@ -180,6 +180,75 @@ def cnn(in_channels: int, num_classes: int, widths: Sequence[int] = (32, 64, 128
     return Staged(stages)
 
 
+# --- paper 2: the orthogonally initialised linear network and the shape-keeping CNN -------------
+
+
+def orthogonal_(weight: torch.Tensor, generator: torch.Generator, scale: float = 1.0) -> torch.Tensor:
+    """Fill `weight` (out, in) in place with scale × a Haar-random (semi-)orthogonal matrix."""
+    with torch.no_grad():
+        q = torch.empty(weight.shape, dtype=torch.float64)
+        nn.init.orthogonal_(q, generator=generator)
+        weight.copy_(scale * q)
+    return weight
+
+
+def linear_net(
+    in_features: int,
+    num_classes: int,
+    width: int = 32,
+    n_hidden: int = 6,
+    dropout: float = 0.0,
+    init_scale: float = 1.0,
+    seed: int = 0,
+) -> Staged:
+    """Linear network without biases or BatchNorm (paper 2, Fig. 5a): one stage per hidden Linear
+    (→ Dropout), a linear head; every weight matrix (semi-)orthogonal from a generator seeded with `seed`."""
+    g = torch.Generator().manual_seed(seed)
+    stages: list[nn.Module] = []
+    for i in range(n_hidden):
+        layer = nn.Linear(in_features if i == 0 else width, width, bias=False)
+        orthogonal_(layer.weight, g, init_scale)
+        layers: list[nn.Module] = [nn.Flatten()] if i == 0 else []
+        layers += [layer, nn.Dropout(dropout)] if dropout > 0 else [layer]
+        stages.append(nn.Sequential(*layers))
+    head = nn.Linear(width, num_classes, bias=False)
+    orthogonal_(head.weight, g, init_scale)
+    return Staged([*stages, head])
+
+
+def same_shape_conv_stage(in_channels: int, channels: int, dropout: float = 0.0) -> nn.Sequential:
+    """conv 3×3 → BN → ReLU → max-pool 2 → nearest upsample 2 → dropout: (N, C, H, W) → (N, channels, H, W)"""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, channels, 3, padding=1),
+        nn.BatchNorm2d(channels),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Upsample(scale_factor=2, mode="nearest"),
+        nn.Dropout(dropout),
+    )
+
+
+def same_shape_cnn(
+    sample_shape: Sequence[int],
+    num_classes: int,
+    channels: int = 16,
+    n_conv: int = 7,
+    dropout: float = 0.0,
+) -> Staged:
+    """Paper 2's SM S3 CNN for (C, H, W) inputs (H, W even): n_conv shape-keeping conv stages, a linear head.
+
+    Every stage keeps a Dropout module (rate `dropout`), so a training phase can change its rate.
+    """
+    in_channels, height, width = sample_shape
+    if height % 2 or width % 2:
+        raise ValueError(f"pool-then-upsample keeps the shape only for even sizes, got {height}×{width}")
+    stages: list[nn.Module] = [
+        same_shape_conv_stage(in_channels if i == 0 else channels, channels, dropout) for i in range(n_conv)
+    ]
+    stages.append(nn.Sequential(nn.Flatten(), nn.Linear(channels * height * width, num_classes)))
+    return Staged(stages)
+
+
 # --- registry ----------------------------------------------------------------------------------
 
 
@@ -201,6 +270,8 @@ MODELS: dict[str, ModelFactory] = {
     "bottleneck_mlp": lambda shape, k, **kw: bottleneck_mlp(_numel(shape), k, **kw),
     "deep_mlp": lambda shape, k, **kw: deep_mlp(_numel(shape), k, **kw),
     "cnn": lambda shape, k, **kw: cnn(shape[0], k, **kw),
+    "linear_net": lambda shape, k, **kw: linear_net(_numel(shape), k, **kw),
+    "same_shape_cnn": lambda shape, k, **kw: same_shape_cnn(shape, k, **kw),
 }
 """name → factory(sample_shape, num_classes, **options)."""
 

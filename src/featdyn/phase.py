@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from featdyn.curvature import curvature_of
 from featdyn.data import (
     Arrays,
     TensorData,
@@ -38,8 +39,16 @@ from featdyn.data import (
 )
 from featdyn.io import atomic_h5, load_arrays, read_provenance, save_arrays
 from featdyn.models import build_model
-from featdyn.separation import curvature_of, load_curve
-from featdyn.train import Recipe, TrainSpec, epoch_seed, evaluate, make_optimizer, train_epoch
+from featdyn.separation import load_curve
+from featdyn.train import (
+    Recipe,
+    TrainSpec,
+    epoch_seed,
+    evaluate,
+    make_optimizer,
+    recorded_epochs,
+    train_epoch,
+)
 
 NOISE_AXES = ("label_noise", "lr", "dropout", "batch_size")
 """The noise axes of paper 2, Fig. 1 (a)-(d)."""
@@ -59,6 +68,9 @@ class CellSettings:
     width: int = 100
     n_hidden: int = 7
     image_size: int | None = None
+    grayscale: bool = False
+    optimizer: str = "adam"
+    momentum: float = 0.9
     curve_every: int = 5
     include_output: bool = False
     eval_batch_size: int = 4096
@@ -70,11 +82,17 @@ class CellSettings:
         return replace(self, **{axis: int(level) if axis == "batch_size" else float(level)})
 
     def recipe(self) -> Recipe:
-        return Recipe(optimizer="adam", lr=self.lr, weight_decay=0.0, batch_size=self.batch_size)
+        return Recipe(
+            optimizer=self.optimizer,
+            lr=self.lr,
+            momentum=self.momentum,
+            weight_decay=0.0,
+            batch_size=self.batch_size,
+        )
 
     def curve_epochs(self) -> list[int]:
         """Epochs with a recorded load curve: 0, every `curve_every`-th, and the last."""
-        return sorted({0, self.epochs, *range(0, self.epochs + 1, self.curve_every)})
+        return recorded_epochs(self.epochs, self.curve_every)
 
 
 @dataclass
@@ -121,6 +139,17 @@ def cell_settings(settings: CellSettings, name: str) -> CellSettings:
 # --- data --------------------------------------------------------------------------------------
 
 
+LUMINANCE = (0.299, 0.587, 0.114)
+"""ITU-R BT.601 weights of R, G, B in the grey value."""
+
+
+def to_grayscale(x: torch.Tensor) -> torch.Tensor:
+    """(N, 3, H, W) colour images → (N, 1, H, W) luminance; other data unchanged."""
+    if x.ndim != 4 or x.shape[1] != 3:
+        return x
+    return torch.tensordot(x, torch.tensor(LUMINANCE, dtype=x.dtype), dims=([1], [0])).unsqueeze(1)
+
+
 def resize_images(x: torch.Tensor, size: int | None) -> torch.Tensor:
     """Antialiased bilinear resize of (N, C, H, W) images to size × size; other data unchanged."""
     if size is None or x.ndim != 4:
@@ -129,12 +158,16 @@ def resize_images(x: torch.Tensor, size: int | None) -> torch.Tensor:
 
 
 def phase_data(arrays: Arrays, settings: CellSettings, seed: int, device: str = "cpu") -> TensorData:
-    """A seeded subset of `n_train` training samples and the whole test set, resized, normalised with the
-    subset's statistics (as `featdyn.data.tensor_data` does) and moved to `device`."""
+    """A seeded subset of `n_train` training samples and the whole test set, turned grey (`grayscale`),
+    resized, normalised with the subset's statistics (as `featdyn.data.tensor_data` does) and moved to
+    `device`."""
     idx = subset_indices(len(arrays.y_train), settings.n_train, seed)
-    x_train, x_test = (
-        resize_images(to_float(x), settings.image_size) for x in (arrays.x_train[idx], arrays.x_test)
-    )
+
+    def prepared(x: np.ndarray) -> torch.Tensor:
+        x = to_float(x)
+        return resize_images(to_grayscale(x) if settings.grayscale else x, settings.image_size)
+
+    x_train, x_test = prepared(arrays.x_train[idx]), prepared(arrays.x_test)
     mean, std = normalizer(x_train)
     return TensorData(
         ((x_train - mean) / std).to(device),
@@ -312,6 +345,35 @@ def aggregate_cells(per_seed: pd.DataFrame, tolerance: float) -> pd.DataFrame:
         .sort_values(["axis_rank", "level", "alpha"], ignore_index=True)
         .drop(columns="axis_rank")
     )
+
+
+def final_curves(result: CellResult, level: float) -> pd.DataFrame:
+    """One row per seed and layer of a cell at noise `level`: the final clean training and test load curves
+    D_l, log Tr(Σ_w Σ_b⁺) of the training one, and the seed's test accuracy (SM Figs. S4, S10)."""
+    n_seeds, n_layers = result.test_D.shape
+    with np.errstate(divide="ignore"):
+        log_he_su = np.log(result.train_he_su[:, -1])
+    return pd.DataFrame(
+        {
+            "level": level,
+            "seed": np.repeat(result.seeds, n_layers),
+            "layer": np.tile(np.arange(n_layers), n_seeds),
+            "train_D": result.train_D[:, -1].ravel(),
+            "test_D": result.test_D.ravel(),
+            "train_log_he_su": log_he_su.ravel(),
+            "test_acc": np.repeat(result.test_acc, n_layers),
+        }
+    )
+
+
+def read_final_curves(
+    paths: Sequence[str | os.PathLike], keys: Sequence[tuple[str, float, float]]
+) -> pd.DataFrame:
+    """`final_curves` of the cells at `paths` with (axis, level, α) `keys`, one frame."""
+    frames = [
+        final_curves(read_cell(path)[0], level) for (_, level, _), path in zip(keys, paths, strict=True)
+    ]
+    return pd.concat(frames, ignore_index=True)
 
 
 def mean_load_dynamics(result: CellResult) -> tuple[np.ndarray, np.ndarray]:

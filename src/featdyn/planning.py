@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Mapping, Sequence
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from featdyn.data import (
 )
 from featdyn.mislabel import score_names
 from featdyn.models import Staged, build_model
+from featdyn.phase import CellSettings, cell_file_stem, cell_settings
 from featdyn.train import TrainSpec
 
 Config = Mapping[str, Any]
@@ -288,20 +290,91 @@ def locally_available(
     return any(all((folder / name).is_file() for name in spec.raw_files) for folder in folders)
 
 
+def dataset_key(datasets: Mapping[str, Any], name: str) -> tuple[str, dict[str, Any]]:
+    """The `datasets` key and entry (without defaults filled) that a section names: a key, or a source
+    (the first key with that source, else a new entry named after it)."""
+    if name in datasets:
+        return name, dict(datasets[name])
+    same_source = [key for key, entry in datasets.items() if entry["source"] == name]
+    return (same_source[0], dict(datasets[same_source[0]])) if same_source else (name, {"source": name})
+
+
 def phase_dataset(config: Config) -> tuple[str, dict[str, Any]]:
     """The dataset key of the phase sweep and its `datasets` entry (without defaults filled).
 
     `phase.dataset` is a key of `datasets`, a source name, or `auto`: Fashion-MNIST if its raw files are on
     disk (mirror_dirs, Debian's /usr/share/datasets, cache_dir), else MNIST-1D.
     """
-    datasets, name = config["datasets"], config["phase"]["dataset"]
+    name = config["phase"]["dataset"]
     if name == "auto":
         offline = locally_available("fashion_mnist", config["mirror_dirs"], config["cache_dir"])
         name = "fashion_mnist" if offline else PHASE_FALLBACK_DATASET
-    if name in datasets:
-        return name, dict(datasets[name])
-    same_source = [key for key, entry in datasets.items() if entry["source"] == name]
-    return (same_source[0], dict(datasets[same_source[0]])) if same_source else (name, {"source": name})
+    return dataset_key(config["datasets"], name)
+
+
+def section_dataset(config: Config, section: str) -> tuple[str, dict[str, Any]]:
+    """The dataset key and entry of a section with a `dataset` key (`phase`, `guided`, `regression`)."""
+    if section == "phase":
+        return phase_dataset(config)
+    return dataset_key(config["datasets"], config[section]["dataset"])
+
+
+DATASET_SECTIONS = ("phase", "guided", "regression")
+"""Sections that name one dataset (a key or a source) rather than runs."""
+
+
+def overlays(section: Mapping[str, Any], key: str) -> dict[str, dict[str, Any]]:
+    """Name → `section` with the changes listed under `section[key]` (e.g. `trainings`, `variants`); a
+    name whose changes are null (removed by a preset) is left out."""
+    return {name: {**section, **changes} for name, changes in section[key].items() if changes is not None}
+
+
+# --- variants of the phase sweep (SM Figs. S5-S7) -------------------------------------------------
+
+
+def variant_suffix(name: str) -> str:
+    """File-name suffix of a phase-sweep variant: `-<name>`, or empty for the sweep itself (name "")."""
+    return f"-{name}" if name else ""
+
+
+def phase_variants(section: Mapping[str, Any]) -> list[str]:
+    """File-name suffixes of the sweep ("") and of every variant in `phase.variants`."""
+    return ["", *(variant_suffix(name) for name in overlays(section, "variants"))]
+
+
+def phase_variant(section: Mapping[str, Any], suffix: str) -> dict[str, Any]:
+    """The `phase` section of the sweep with suffix `suffix` ("" = the section itself)."""
+    if not suffix:
+        return dict(section)
+    name, variants = suffix.removeprefix("-"), overlays(section, "variants")
+    if name not in variants:
+        raise ValueError(f"unknown phase variant {name!r}; available: {sorted(variants)}")
+    return variants[name]
+
+
+def phase_cell_settings(section: Mapping[str, Any], suffix: str, cell: str = "base") -> CellSettings:
+    """The settings of cell `cell` (`base` or `{axis}-{level}`) of the sweep with suffix `suffix`."""
+    variant = phase_variant(section, suffix)
+    return cell_settings(CellSettings(**{f.name: variant[f.name] for f in fields(CellSettings)}), cell)
+
+
+def phase_cell_file(section: Mapping[str, Any], suffix: str, axis: str, level: float, alpha: float) -> str:
+    """`results/phase/cells{suffix}/{stem}.h5` of a cell; levels at the base recipe share one `base` cell."""
+    stem = cell_file_stem(phase_cell_settings(section, suffix), axis, level, alpha)
+    return f"results/phase/cells{suffix}/{stem}.h5"
+
+
+def phase_cell_files(section: Mapping[str, Any], suffix: str) -> list[str]:
+    """The cell file of every (axis, level, α) of the sweep with suffix `suffix`, in `phase_grid` order."""
+    return [phase_cell_file(section, suffix, *key) for key in phase_grid(phase_variant(section, suffix))]
+
+
+def phase_figure_cells(section: Mapping[str, Any]) -> list[tuple[str, float, float]]:
+    """(axis, level, α) of the train vs test and two-metric figures: every level of `figure_axis`
+    (null: the first axis) at `figure_alpha` (null: the first α), in the sweep itself."""
+    axis = section["figure_axis"] or next(iter(section["axes"]))
+    alpha = section["alphas"][0] if section["figure_alpha"] is None else section["figure_alpha"]
+    return [(axis, float(level), float(alpha)) for level in section["axes"][axis]]
 
 
 # --- generalization surrogates and temporal ensembles (definitions §12, §13) ----------------------

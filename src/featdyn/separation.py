@@ -22,11 +22,11 @@ import h5py
 import numpy as np
 import pandas as pd
 import torch
-from numpy.typing import ArrayLike
 from torch import nn
 from tqdm.auto import tqdm
 
 from featdyn.checkpoints import CheckpointStore
+from featdyn.curvature import curvature_of
 from featdyn.io import atomic_h5, load_arrays, save_arrays
 
 ArrayOrTensor = torch.Tensor | np.ndarray
@@ -133,7 +133,7 @@ def separation_measures(features: ArrayOrTensor, labels: ArrayOrTensor, n_classe
     return acc.result()
 
 
-def _stage_outputs(model: nn.Module, x: torch.Tensor) -> Iterator[torch.Tensor]:
+def stage_outputs(model: nn.Module, x: torch.Tensor) -> Iterator[torch.Tensor]:
     """The input, then the output of every stage in order."""
     yield x
     for stage in model.stages:
@@ -156,7 +156,7 @@ def load_curve(
             for start in range(0, len(x), batch_size):
                 batch = x[start : start + batch_size].to(device)
                 labels = y[start : start + batch_size]
-                for layer, features in enumerate(_stage_outputs(model, batch)):
+                for layer, features in enumerate(stage_outputs(model, batch)):
                     if layer == len(accumulators):
                         accumulators.append(SeparationAccumulator(n_classes, features[0].numel()))
                     accumulators[layer].update(features, labels)
@@ -169,26 +169,9 @@ def load_curve(
     return {key: np.array([r[key] for r in results]) for key in results[0]}
 
 
-def curvature(curve: ArrayLike) -> float | np.ndarray:
-    """Mean second difference along the last axis: < 0 concave (lazy), ≈ 0 linear, > 0 convex."""
-    values = np.diff(np.asarray(curve, dtype=np.float64), n=2, axis=-1).mean(axis=-1)
-    return float(values) if values.ndim == 0 else values
-
-
-def layer_loads(curve: ArrayLike) -> np.ndarray:
-    """Per-layer load D_{l−1} − D_l, l = 1 … K, along the last axis."""
-    return -np.diff(np.asarray(curve, dtype=np.float64), axis=-1)
-
-
 # --- load curves of a trained run over its saved epochs ----------------------------------------
 
 MEASURES = ("D", "he_su", "tr_within", "tr_between")
-
-
-def curvature_of(curves: ArrayLike, include_output: bool) -> float | np.ndarray:
-    """Curvature of load curves over the input and hidden layers, and the output layer if asked."""
-    curves = np.asarray(curves, dtype=np.float64)
-    return curvature(curves if include_output else curves[..., :-1])
 
 
 def run_separation(

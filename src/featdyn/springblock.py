@@ -7,6 +7,10 @@ plays layer l's share of data separation and the distance y − x_l plays D_l.
 All simulators are vectorised: `eps`, `mu_l` and `mu_r` are broadcast against each other into a grid of
 parameter cells, each cell holds `n_chains` independent chains, and a step updates every block of every
 chain of every cell at once (state shape `(*cells, n_chains, L)`); only time is a Python loop.
+
+Figures: the first-order phase diagram (Fig. 3) and load dynamics (Fig. 4), the chain with friction for
+leftward moves only beside Eq. 8 (Fig. 5b; two-point noise reaches it exactly), and the second-order
+chain's phase diagrams with the noise in the force (Eq. 4, Fig. S13) or on the velocity (Eq. 12, Fig. S14).
 """
 
 from __future__ import annotations
@@ -21,10 +25,11 @@ import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
 
+from featdyn.curvature import curvature
 from featdyn.io import atomic_h5, save_arrays
-from featdyn.separation import curvature
 
-NoiseKind = Literal["truncated", "gaussian"]
+NoiseKind = Literal["truncated", "gaussian", "two_point"]
+NoisePlacement = Literal["velocity", "force"]
 
 
 @dataclass(frozen=True)
@@ -39,7 +44,10 @@ class ChainRun:
 def sample_noise(
     rng: np.random.Generator, shape: tuple[int, ...], kind: NoiseKind = "truncated", truncation: float = 2.0
 ) -> np.ndarray:
-    """Standard Gaussian noise, redrawn where |ξ| > truncation for the truncated kind."""
+    """Standard noise ξ: Gaussian, Gaussian redrawn where |ξ| > truncation (truncated), or ±1 with
+    probability ½ each (two_point)."""
+    if kind == "two_point":
+        return 2.0 * rng.integers(0, 2, size=shape) - 1.0
     xi = rng.standard_normal(shape)
     if kind == "gaussian":
         return xi
@@ -48,6 +56,11 @@ def sample_noise(
         xi[outside] = rng.standard_normal(int(outside.sum()))
         outside = np.abs(xi) > truncation
     return xi
+
+
+def noise_bound(kind: NoiseKind, truncation: float = 2.0) -> float:
+    """The bound b of the standard noise, |ξ| ≤ b: `truncation`, 1 for two_point, ∞ for gaussian."""
+    return {"truncated": float(truncation), "two_point": 1.0, "gaussian": np.inf}[kind]
 
 
 def friction_filter(force: np.ndarray, mu_l: ArrayLike, mu_r: ArrayLike) -> np.ndarray:
@@ -143,15 +156,22 @@ def simulate_langevin(
     n_chains: int = 1,
     noise: NoiseKind = "gaussian",
     truncation: float = 2.0,
+    noise_on: NoisePlacement = "velocity",
     shared_noise: bool = False,
     record_every: int | None = None,
     seed: int = 0,
 ) -> ChainRun:
-    """Second-order Langevin chain (SM S6.3): unit masses, damping γ, friction, noise on the velocity.
+    """Second-order chain with unit masses, damping γ and the friction of SM Eq. 11, in two formulations.
 
-    dv = (elastic − γ v − friction) dt + ε e^{−λt} dW, dx = v dt (semi-implicit Euler–Maruyama). Friction
-    is computed before the noise is added and may stop a block but never reverse it within a step.
+    - noise_on="velocity", the Langevin chain (SM S6.3, Eq. 12; paper Fig. S14): dv = (elastic − γ v −
+      friction(v, elastic)) dt + ε e^{−λt} dW; friction is computed before the noise is added.
+    - noise_on="force", paper Eq. 4 (SM Eq. 10; Fig. S13): the noise ε e^{−λt} ξ is part of the force
+      F = elastic + noise that friction acts on, dv = (F − γ v − friction(v, F)) dt.
+
+    dx = v dt (semi-implicit Euler–Maruyama). Friction may stop a block but never reverse it within a step.
     """
+    if noise_on not in ("velocity", "force"):
+        raise ValueError(f"unknown noise placement {noise_on!r}; available: ['force', 'velocity']")
     cells, (eps, mu_l, mu_r) = _cell_parameters(eps, mu_l, mu_r)
     padded = _padded_chain(cells, n_chains, n_blocks, y)
     velocity = np.zeros_like(padded[..., 1:-1])
@@ -160,14 +180,16 @@ def simulate_langevin(
 
     def advance(step: int) -> None:
         force = elastic_force(padded, k)
+        amplitude = eps * np.exp(-noise_decay * step * dt)
+        if noise_on == "force":
+            force = force + amplitude * sample_noise(rng, noise_shape, noise, truncation)
         accelerated = velocity + dt * (
             force - gamma * velocity - langevin_friction(velocity, force, mu_l, mu_r)
         )
         stopped = (velocity != 0) & (np.sign(accelerated) != np.sign(velocity))
-        sigma = eps * np.exp(-noise_decay * step * dt) * np.sqrt(dt)
-        velocity[...] = np.where(stopped, 0.0, accelerated) + sigma * sample_noise(
-            rng, noise_shape, noise, truncation
-        )
+        velocity[...] = np.where(stopped, 0.0, accelerated)
+        if noise_on == "velocity":
+            velocity[...] += amplitude * np.sqrt(dt) * sample_noise(rng, noise_shape, noise, truncation)
         padded[..., 1:-1] += dt * velocity
 
     return _evolve(padded, advance, n_steps, record_every)
@@ -200,6 +222,27 @@ def noiseless_equilibrium(n_blocks: int = 7, k: float = 1.0, mu: float = 0.1, y:
     return np.concatenate([np.zeros(n_blocks - n), moving])
 
 
+def leftward_friction_mu_eff(eps: float, bound: float) -> float:
+    """μ_eff = −b ε of the chain with friction for leftward moves only (μ_r = 0) at rest, |ξ| ≤ b."""
+    return -float(bound) * float(eps)
+
+
+def leftward_friction_equilibrium(
+    eps: float, mu_l: float, *, bound: float = 1.0, n_blocks: int = 7, k: float = 1.0, y: float = 1.0
+) -> np.ndarray:
+    """Paper Eq. 8 for μ_r = 0 (Fig. 5b): Eq. 7 with μ = μ_eff = −b ε, x_l = l y/(L+1) + b ε l (L+1−l)/(2k).
+
+    Pulled from rest, every force falls from above towards −b ε; when μ_l ≥ 2 b ε no block can ever
+    move left, so the chain settles where k Δ²x = μ_eff, independent of μ_l. The load curve y − x_l has
+    second difference b ε / k: linear for ε = 0, convex for ε > 0.
+    """
+    if mu_l < 2 * bound * eps:
+        raise ValueError(
+            f"μ_l = {mu_l} < 2 b ε = {2 * bound * eps}: blocks also move left, so Eq. 8 is not exact"
+        )
+    return noiseless_equilibrium(n_blocks, k, leftward_friction_mu_eff(eps, bound), y)
+
+
 def effective_friction(
     force: ArrayLike,
     eps: ArrayLike,
@@ -224,38 +267,16 @@ def effective_friction(
     return force - moved.mean(axis=-1)
 
 
-def phase_diagram(
-    noise_levels: Sequence[float],
-    friction_asymmetries: Sequence[float],
-    *,
-    mu_r: float = 0.1,
-    n_blocks: int = 7,
-    n_chains: int = 16,
-    n_steps: int = 10_000,
-    y: float = 1.0,
-    seed: int = 0,
-    **simulate_options: object,
-) -> pd.DataFrame:
-    """Curvature of the final load curve over noise ε × friction asymmetry μ_l / μ_r (paper Fig. 3).
+Simulator = Callable[..., ChainRun]
 
-    One row per cell, averaged over `n_chains` chains: eps, asymmetry, mu_l, mu_r, curvature (of the mean
-    load curve), curvature_sd (across chains), y and the mean elongations elongation_1 … elongation_L.
-    """
-    eps = np.asarray(noise_levels, dtype=np.float64)[:, None]
-    asymmetry = np.asarray(friction_asymmetries, dtype=np.float64)[None, :]
-    run = simulate(
-        eps,
-        asymmetry * mu_r,
-        mu_r,
-        n_blocks=n_blocks,
-        n_chains=n_chains,
-        n_steps=n_steps,
-        y=y,
-        seed=seed,
-        **simulate_options,
-    )
-    per_chain = curvature(spring_load_curve(run.x, y))
-    mean_x = run.x.mean(axis=-2)
+
+def phase_table(x: np.ndarray, eps: np.ndarray, asymmetry: np.ndarray, mu_r: float, y: float) -> pd.DataFrame:
+    """The phase-diagram table from final positions x (n_eps, n_asym, n_chains, L): one row per cell with
+    eps, asymmetry, mu_l, mu_r, curvature (of the chain-mean load curve), curvature_sd (across chains), y
+    and the mean elongations elongation_1 … elongation_L."""
+    n_blocks = x.shape[-1]
+    per_chain = curvature(spring_load_curve(x, y))
+    mean_x = x.mean(axis=-2)
     eps, asymmetry = np.broadcast_arrays(eps, asymmetry)
     frame = pd.DataFrame(
         {
@@ -274,13 +295,131 @@ def phase_diagram(
     return frame
 
 
+def phase_diagram(
+    noise_levels: Sequence[float],
+    friction_asymmetries: Sequence[float],
+    *,
+    mu_r: float = 0.1,
+    n_blocks: int = 7,
+    n_chains: int = 16,
+    n_steps: int = 10_000,
+    y: float = 1.0,
+    seed: int = 0,
+    simulator: Simulator = simulate,
+    **simulate_options: Any,
+) -> pd.DataFrame:
+    """Curvature of the final load curve over noise ε × friction asymmetry μ_l / μ_r (`phase_table`).
+
+    `simulator`: `simulate` (first order, paper Fig. 3) or `simulate_langevin` (second order, Figs.
+    S13/S14), with its own options.
+    """
+    eps = np.asarray(noise_levels, dtype=np.float64)[:, None]
+    asymmetry = np.asarray(friction_asymmetries, dtype=np.float64)[None, :]
+    run = simulator(
+        eps,
+        asymmetry * mu_r,
+        mu_r,
+        n_blocks=n_blocks,
+        n_chains=n_chains,
+        n_steps=n_steps,
+        y=y,
+        seed=seed,
+        **simulate_options,
+    )
+    return phase_table(run.x, eps, asymmetry, mu_r, y)
+
+
 SIMULATION_KEYS = ("n_blocks", "k", "eta", "y", "n_steps", "noise", "truncation")
 """Keys of config section `springblock` that are options of `simulate`."""
+
+PHASE_KEYS = (*SIMULATION_KEYS, "mu_r", "seed", "phase")
+DYNAMICS_KEYS = (*SIMULATION_KEYS, "mu_r", "seed", "dynamics")
+SECOND_ORDER_KEYS = ("n_blocks", "k", "y", "truncation", "mu_r", "seed", "phase", "second_order")
+LEFTWARD_KEYS = ("n_blocks", "k", "y", "truncation", "seed", "leftward")
+"""The keys of config section `springblock` that the phase diagram (Fig. 3), the load dynamics (Fig. 4),
+`second_order_phase` (Figs. S13/S14) and `leftward_friction_table` (Fig. 5b) read."""
 
 
 def simulation_options(section: Mapping[str, Any]) -> dict[str, Any]:
     """The `simulate` options of config section `springblock`."""
     return {key: section[key] for key in SIMULATION_KEYS}
+
+
+def leftward_friction_table(section: Mapping[str, Any]) -> pd.DataFrame:
+    """Fig. 5(b) from config section `springblock` (its `leftward` grid): the μ_r = 0 chain simulated for
+    every (ε, μ_l) beside paper Eq. 8.
+
+    One row per (eps, mu_l, layer l = 0 … L): `simulated` (y − x_l of the chain-mean final positions),
+    `eq8` (the same from `leftward_friction_equilibrium`) and, per cell, `max_error` (the largest
+    |x − x_Eq.8| over chains and blocks), `curvature_simulated` and `curvature_eq8` of the two curves.
+    """
+    grid = section["leftward"]
+    n_blocks, k, y = section["n_blocks"], section["k"], section["y"]
+    eps = np.asarray(grid["eps"], dtype=np.float64)[:, None]
+    mu_l = np.asarray(grid["mu_l"], dtype=np.float64)[None, :]
+    run = simulate(
+        eps,
+        mu_l,
+        0.0,
+        n_blocks=n_blocks,
+        k=k,
+        eta=grid["eta"],
+        y=y,
+        n_steps=grid["n_steps"],
+        n_chains=grid["n_chains"],
+        noise=grid["noise"],
+        truncation=section["truncation"],
+        seed=section["seed"],
+    )
+    bound = noise_bound(grid["noise"], section["truncation"])
+    frames = []
+    for i, e in enumerate(grid["eps"]):
+        for j, m in enumerate(grid["mu_l"]):
+            expected = leftward_friction_equilibrium(e, m, bound=bound, n_blocks=n_blocks, k=k, y=y)
+            simulated = spring_load_curve(run.x[i, j].mean(axis=0), y)
+            eq8 = spring_load_curve(expected, y)
+            frames.append(
+                pd.DataFrame(
+                    {
+                        "eps": e,
+                        "mu_l": m,
+                        "layer": np.arange(n_blocks + 1),
+                        "simulated": simulated,
+                        "eq8": eq8,
+                        "max_error": np.abs(run.x[i, j] - expected).max(),
+                        "curvature_simulated": curvature(simulated),
+                        "curvature_eq8": curvature(eq8),
+                    }
+                )
+            )
+    return pd.concat(frames, ignore_index=True)
+
+
+def second_order_phase(section: Mapping[str, Any]) -> pd.DataFrame:
+    """Figs. S13/S14 from config section `springblock`: `phase_diagram` of the second-order chain on the grid
+    of `phase`, once per noise placement of `second_order.noise_on` (column `noise_on`)."""
+    grid, order = section["phase"], section["second_order"]
+    options = {key: order[key] for key in ("gamma", "dt", "noise_decay", "noise")}
+    frames = [
+        phase_diagram(
+            grid["eps"],
+            grid["asymmetry"],
+            mu_r=section["mu_r"],
+            n_blocks=section["n_blocks"],
+            n_chains=grid["n_chains"],
+            n_steps=order["n_steps"],
+            y=section["y"],
+            seed=section["seed"],
+            simulator=simulate_langevin,
+            k=section["k"],
+            truncation=section["truncation"],
+            shared_noise=grid["shared_noise"],
+            noise_on=noise_on,
+            **options,
+        ).assign(noise_on=noise_on)
+        for noise_on in order["noise_on"]
+    ]
+    return pd.concat(frames, ignore_index=True)
 
 
 def load_dynamics(

@@ -83,6 +83,11 @@ class TrainSpec:
         return sorted(e for e in keep if self.start_epoch <= e <= self.epochs)
 
 
+def recorded_epochs(epochs: int, every: int) -> list[int]:
+    """Epochs at which a training records a measurement (e.g. a load curve): 0, every `every`-th, the last."""
+    return sorted({0, epochs, *range(0, epochs + 1, every)})
+
+
 def epoch_seed(seed: int, epoch: int) -> int:
     return (seed * 1_000_003 + epoch * 7_919) % (2**63 - 1)
 
@@ -131,10 +136,28 @@ def freeze_stages(model: Staged, frozen_depth: int) -> None:
         stage.requires_grad_(False)
 
 
+LossFunction = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""(model output, targets of the batch) → the batch's mean loss."""
+
+
+def squared_error(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """(1/b) Σ_i ‖f(x_i) − t_i‖² over a batch: paper 2's squared loss (linear networks, regression)."""
+    n = len(output)
+    return (output.reshape(n, -1) - target.reshape(n, -1)).square().sum(1).mean()
+
+
 def train_epoch(
-    model: Staged, optimizer: torch.optim.Optimizer, data: TensorData, spec: TrainSpec, epoch: int
+    model: Staged,
+    optimizer: torch.optim.Optimizer,
+    data: TensorData,
+    spec: TrainSpec,
+    epoch: int,
+    loss_fn: LossFunction = F.cross_entropy,
 ) -> tuple[float, float]:
-    """One pass over the training data; returns mean loss and accuracy (train mode)."""
+    """One pass over the training data on `loss_fn`; returns the mean loss and accuracy (train mode).
+
+    With float targets (`squared_error` to one-hot vectors or regression targets) the accuracy is NaN.
+    """
     recipe = spec.recipe
     for group in optimizer.param_groups:
         group["lr"] = recipe.lr_at(epoch)
@@ -146,13 +169,14 @@ def train_epoch(
     perm = torch.randperm(n, generator=g).to(data.x_train.device)
     total_loss = torch.zeros((), device=data.x_train.device)
     correct = torch.zeros((), device=data.x_train.device, dtype=torch.long)
+    labels = not torch.is_floating_point(data.y_train)
     for start in range(0, n, recipe.batch_size):
         idx = perm[start : start + recipe.batch_size]
         x, y = data.x_train[idx], data.y_train[idx]
         if recipe.augment and x.ndim == 4:
             x = augment_batch(x, recipe.crop_padding, g)
         logits = model(x)
-        loss = F.cross_entropy(logits, y)
+        loss = loss_fn(logits, y)
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"loss is {loss.item()} at epoch {epoch}, batch {start // recipe.batch_size}: "
@@ -162,8 +186,9 @@ def train_epoch(
         loss.backward()
         optimizer.step()
         total_loss += loss.detach() * len(y)
-        correct += (logits.argmax(1) == y).sum()
-    return total_loss.item() / n, correct.item() / n
+        if labels:
+            correct += (logits.argmax(1) == y).sum()
+    return total_loss.item() / n, correct.item() / n if labels else float("nan")
 
 
 @torch.no_grad()

@@ -1,4 +1,7 @@
-# Spring–block chain with asymmetric friction (docs/definitions.md §10; paper 2, Figs. 3-4): NumPy only, no GPU.
+# Spring–block chain with asymmetric friction (docs/definitions.md §10; paper 2, Figs. 3-4, 5b, S13-S14):
+# NumPy only, no GPU. Each job gets exactly the keys of section `springblock` it reads.
+
+from featdyn.springblock import DYNAMICS_KEYS, LEFTWARD_KEYS, PHASE_KEYS, SECOND_ORDER_KEYS
 
 SPRINGBLOCK = config["springblock"]
 SPRINGBLOCK_CASES = SPRINGBLOCK["dynamics"]["cases"]
@@ -7,6 +10,8 @@ TARGETS += [
     "results/springblock/phase.tsv",
     "results/figures/springblock/phase.png",
     "results/figures/springblock/load_dynamics.png",
+    "results/springblock/second_order.tsv",
+    "results/figures/springblock/second_order.png",
 ]
 
 
@@ -20,7 +25,7 @@ rule springblock_phase:
     conda:
         "../../envs/featdyn.yaml"
     params:
-        settings={key: value for key, value in SPRINGBLOCK.items() if key != "dynamics"},
+        settings={key: SPRINGBLOCK[key] for key in PHASE_KEYS},
     script:
         "../scripts/springblock_phase.py"
 
@@ -55,7 +60,7 @@ rule springblock_dynamics:
     conda:
         "../../envs/featdyn.yaml"
     params:
-        settings={key: value for key, value in SPRINGBLOCK.items() if key != "phase"},
+        settings={key: SPRINGBLOCK[key] for key in DYNAMICS_KEYS},
     script:
         "../scripts/springblock_dynamics.py"
 
@@ -63,10 +68,7 @@ rule springblock_dynamics:
 rule plot_load_dynamics:
     input:
         springs="results/springblock/dynamics.h5",
-        cells=[
-            PHASE_CELL.format(stem=cell_file_stem(PHASE_SETTINGS, c["axis"], c["level"], c["alpha"]))
-            for c in SPRINGBLOCK_CASES
-        ],
+        cells=[phase_cell_file(PHASE, "", c["axis"], c["level"], c["alpha"]) for c in SPRINGBLOCK_CASES],
     output:
         report(
             "results/figures/springblock/load_dynamics.png",
@@ -84,3 +86,54 @@ rule plot_load_dynamics:
         cases=SPRINGBLOCK_CASES,
     script:
         "../scripts/plot_load_dynamics.py"
+
+
+rule springblock_second_order:
+    output:
+        tsv="results/springblock/second_order.tsv",
+    log:
+        "results/logs/springblock/second_order.log",
+    benchmark:
+        "results/benchmarks/springblock/second_order.tsv"
+    conda:
+        "../../envs/featdyn.yaml"
+    params:
+        settings={key: SPRINGBLOCK[key] for key in SECOND_ORDER_KEYS},
+    script:
+        "../scripts/springblock_second_order.py"
+
+
+rule plot_springblock_second_order:
+    input:
+        first="results/springblock/phase.tsv",
+        second="results/springblock/second_order.tsv",
+    output:
+        report(
+            "results/figures/springblock/second_order.png",
+            caption="../report/springblock_second_order.rst",
+            category="7. Spring–block model (paper 2)",
+            labels={"figure": "second-order chain beside the first-order one (SM Figs. S13, S14)"},
+        ),
+    log:
+        "results/logs/figures/springblock_second_order.log",
+    benchmark:
+        "results/benchmarks/figures/springblock_second_order.tsv"
+    conda:
+        "../../envs/featdyn.yaml"
+    script:
+        "../scripts/plot_springblock_second_order.py"
+
+
+rule springblock_leftward:
+    output:
+        tsv="results/springblock/leftward.tsv",
+    log:
+        "results/logs/springblock/leftward.log",
+    benchmark:
+        "results/benchmarks/springblock/leftward.tsv"
+    conda:
+        "../../envs/featdyn.yaml"
+    params:
+        settings={key: SPRINGBLOCK[key] for key in LEFTWARD_KEYS},
+    script:
+        "../scripts/springblock_leftward.py"

@@ -16,6 +16,7 @@ data = phase_data(read_dataset(sm.input.data), settings, sm.params.data_seed, to
 result = run_cell(data, settings, alpha, sm.params.seeds, progress=sm.config["progress"])
 provenance = {
     "phase": dict(sm.params.settings),
+    "variant": sm.wildcards.variant,
     "cell": sm.wildcards.cell,
     "alpha": alpha,
     "seeds": list(sm.params.seeds),

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib import colors
+from numpy.typing import ArrayLike
 
+from featdyn.curvature import curvature
 from featdyn.plots import set_theme
 from featdyn.plots.springblock import (
     CURVATURE_CMAP,
@@ -167,4 +171,112 @@ def plot_phase_diagram(frame: pd.DataFrame) -> plt.Figure:
         "test accuracy (background)"
     )
     fig.suptitle("Noise × nonlinearity phase diagram of load-curve curvature")
+    return fig
+
+
+# --- final load curves of the cells along one noise axis (SM Figs. S4, S10) ---------------------
+
+
+def hidden_layers(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows of the input and hidden layers (the output layer, the largest `layer`, left out)."""
+    return frame[frame["layer"] < frame["layer"].max()]
+
+
+def curve_grid(frame: pd.DataFrame, column: str) -> pd.DataFrame:
+    """(level × layer) grid of `column`, averaged over seeds."""
+    return frame.pivot_table(index="level", columns="layer", values=column, aggfunc="mean")
+
+
+def level_colours(levels: np.ndarray) -> np.ndarray:
+    return plt.get_cmap("viridis")(np.linspace(0, 0.9, len(levels)))
+
+
+def draw_train_test_curves(
+    ax: plt.Axes,
+    curves: Mapping[str, tuple[ArrayLike, ArrayLike]],
+    title: str,
+    colours: ArrayLike | None = None,
+) -> None:
+    """Label → (training, test) load curve D_l: training solid, test dashed, one colour per label."""
+    colours = level_colours(np.arange(len(curves))) if colours is None else colours
+    for colour, (label, (train, test)) in zip(colours, curves.items(), strict=False):
+        ax.plot(np.arange(len(train)), np.asarray(train), "o-", color=colour, label=label)
+        ax.plot(np.arange(len(test)), np.asarray(test), "s--", color=colour, alpha=0.8, fillstyle="none")
+    ax.plot([], [], "s--", color="0.4", fillstyle="none", label="test data (dashed)")
+    ax.set(xlabel="layer l (0 = input)", ylabel="D_l = log(Tr Σ_w / Tr Σ_b)", title=title)
+    ax.legend(fontsize=7)
+
+
+def plot_train_test_load_curves(frame: pd.DataFrame, axis: str, alpha: float) -> plt.Figure:
+    """SM Fig. S4: final training (solid) and test (dashed) load curves of the cells along one noise axis
+    (mean over seeds), and both curvatures against the level beside the test accuracy.
+
+    `frame`: level, seed, layer, train_D, test_D, test_acc (`featdyn.phase.final_curves` of every cell).
+    """
+    set_theme()
+    frame = hidden_layers(frame)
+    train, test = curve_grid(frame, "train_D"), curve_grid(frame, "test_D")
+    accuracy = frame.groupby("level")["test_acc"].mean()
+    fig, (curve_ax, bend_ax) = plt.subplots(1, 2, figsize=(12, 4.6), layout="constrained")
+    curves = {
+        f"{axis} = {level:g}: test acc {accuracy[level]:.3f}": (train.loc[level], test.loc[level])
+        for level in train.index
+    }
+    draw_train_test_curves(
+        curve_ax, curves, f"(a) Train (solid) and test (dashed) load curves, α = {alpha:g}"
+    )
+    levels = train.index.to_numpy(dtype=float)
+    positions = np.arange(len(levels))
+    bend_ax.plot(positions, curvature(train.to_numpy()), "o-", label="train curvature")
+    bend_ax.plot(positions, curvature(test.to_numpy()), "s--", label="test curvature")
+    bend_ax.axhline(0.0, color="0.3", linestyle=":", linewidth=1)
+    bend_ax.set_xticks(positions, [f"{level:g}" for level in levels])
+    bend_ax.set(xlabel=f"noise level: {axis}", ylabel="curvature (< 0 concave, > 0 convex)")
+    accuracy_ax = bend_ax.twinx()
+    accuracy_ax.plot(positions, accuracy.to_numpy(), "g^:", label="test accuracy")
+    accuracy_ax.set_ylabel("test accuracy", color="g")
+    accuracy_ax.grid(False)
+    handles = bend_ax.get_legend_handles_labels()[0] + accuracy_ax.get_legend_handles_labels()[0]
+    bend_ax.legend(handles, [h.get_label() for h in handles], fontsize=8)
+    bend_ax.set_title("(b) Curvature of the mean curves and test accuracy")
+    fig.suptitle("Training and test load curves bend alike (paper 2, SM Fig. S4)")
+    return fig
+
+
+def draw_metric_curves(ax: plt.Axes, curves: Mapping[str, np.ndarray], ylabel: str, title: str) -> None:
+    """One load curve per label, its curvature in the legend."""
+    colours = level_colours(np.arange(len(curves)))
+    for colour, (label, curve) in zip(colours, curves.items(), strict=True):
+        ax.plot(curve, "o-", color=colour, label=f"{label}: κ = {curvature(curve):+.3f}")
+    ax.set(xlabel="layer l (0 = input)", ylabel=ylabel, title=title)
+    ax.legend(fontsize=7)
+
+
+def plot_two_metrics(
+    frame: pd.DataFrame, linear: Mapping[str, Mapping[str, np.ndarray]], axis: str, alpha: float
+) -> plt.Figure:
+    """SM Figs. S10-S11: D_l = log(Tr Σ_w / Tr Σ_b) beside log Tr(Σ_w Σ_b⁺) (He & Su) on the final training
+    load curves, for the BN MLP cells along one noise axis (top, mean over seeds) and for the linear
+    networks (bottom), over the input and hidden layers.
+
+    `frame`: level, seed, layer, train_D, train_log_he_su (`featdyn.phase.final_curves`); `linear`: the
+    records of `featdyn.linear_nets.train_linear_net` results (D, he_su over recorded epochs).
+    """
+    set_theme()
+    frame = hidden_layers(frame)
+    fig, axes = plt.subplots(2, 2, figsize=(12, 9), layout="constrained")
+    for side, (name, column) in enumerate([("D", "train_D"), ("he_su", "train_log_he_su")]):
+        grid = curve_grid(frame, column)
+        mlp = {f"{axis} = {level:g}": grid.loc[level].to_numpy() for level in grid.index}
+        with np.errstate(divide="ignore"):
+            nets = {
+                label: result["D"][-1][:-1] if name == "D" else np.log(result["he_su"][-1][:-1])
+                for label, result in linear.items()
+            }
+        ylabel = "D_l = log(Tr Σ_w / Tr Σ_b)" if name == "D" else "log Tr(Σ_w Σ_b⁺)"
+        draw_metric_curves(axes[0, side], mlp, ylabel, f"BN MLP (α = {alpha:g}): {ylabel}")
+        draw_metric_curves(axes[1, side], nets, ylabel, f"Linear networks: {ylabel}")
+    fig.suptitle(
+        "Two separation metrics: comparable for the BN MLP (Fig. S10), not for linear nets (Fig. S11)"
+    )
     return fig

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import matplotlib.pyplot as plt
@@ -53,17 +53,18 @@ def _mean_load_curve(row: pd.Series, n_blocks: int) -> np.ndarray:
     return row["y"] - np.concatenate([[0.0], np.cumsum(lengths)])
 
 
-def plot_springblock_phase(frame: pd.DataFrame) -> plt.Figure:
-    """Curvature over noise ε × μ_l/μ_r (left) and the mean load curves of the most asymmetric row (right)."""
-    set_theme()
-    grid = frame.pivot_table(index="asymmetry", columns="eps", values="curvature")
-    eps, asymmetry = grid.columns.to_numpy(dtype=float), grid.index.to_numpy(dtype=float)
-    norm = curvature_norm(grid.to_numpy())
-    fig, (phase_ax, curve_ax) = plt.subplots(
-        1, 2, figsize=(12, 5), gridspec_kw={"width_ratios": [1.25, 1]}, layout="constrained"
-    )
+def curvature_grid(frame: pd.DataFrame) -> pd.DataFrame:
+    """Curvature per cell of a phase-diagram table, as an (asymmetry × eps) grid."""
+    return frame.pivot_table(index="asymmetry", columns="eps", values="curvature")
 
-    mesh = phase_ax.pcolormesh(
+
+def draw_phase(
+    ax: plt.Axes, frame: pd.DataFrame, norm: colors.Normalize, title: str
+) -> plt.cm.ScalarMappable:
+    """Curvature over noise ε × μ_l/μ_r as a heatmap with the linear (κ = 0) contour; returns the mesh."""
+    grid = curvature_grid(frame)
+    eps, asymmetry = grid.columns.to_numpy(dtype=float), grid.index.to_numpy(dtype=float)
+    mesh = ax.pcolormesh(
         _cell_edges(eps),
         _cell_edges(asymmetry),
         grid.to_numpy(),
@@ -71,16 +72,24 @@ def plot_springblock_phase(frame: pd.DataFrame) -> plt.Figure:
         norm=norm,
         shading="flat",
     )
-    if grid.shape[0] > 1 and grid.shape[1] > 1:
-        contour = phase_ax.contour(eps, asymmetry, grid.to_numpy(), levels=[0.0], colors="k", linewidths=1.2)
-        phase_ax.clabel(contour, fmt={0.0: "linear"}, fontsize=9)
-    phase_ax.axhline(1.0, color="0.3", linestyle=":", linewidth=1)
-    phase_ax.set(
-        xlabel="noise amplitude ε",
-        ylabel="friction asymmetry μ_l / μ_r",
-        title="(a) Spring–block phase diagram",
+    if grid.shape[0] > 1 and grid.shape[1] > 1 and np.nanmin(grid) < 0 < np.nanmax(grid):
+        contour = ax.contour(eps, asymmetry, grid.to_numpy(), levels=[0.0], colors="k", linewidths=1.2)
+        ax.clabel(contour, fmt={0.0: "linear"}, fontsize=9)
+    ax.axhline(1.0, color="0.3", linestyle=":", linewidth=1)
+    ax.set(xlabel="noise amplitude ε", ylabel="friction asymmetry μ_l / μ_r", title=title)
+    ax.grid(False)
+    return mesh
+
+
+def plot_springblock_phase(frame: pd.DataFrame) -> plt.Figure:
+    """Curvature over noise ε × μ_l/μ_r (left) and the mean load curves of the most asymmetric row (right)."""
+    set_theme()
+    asymmetry = curvature_grid(frame).index.to_numpy(dtype=float)
+    fig, (phase_ax, curve_ax) = plt.subplots(
+        1, 2, figsize=(12, 5), gridspec_kw={"width_ratios": [1.25, 1]}, layout="constrained"
     )
-    phase_ax.grid(False)
+    norm = curvature_norm(curvature_grid(frame).to_numpy())
+    mesh = draw_phase(phase_ax, frame, norm, "(a) Spring–block phase diagram")
     add_curvature_colorbar(fig, mesh, phase_ax)
 
     n_blocks = sum(column.startswith("elongation_") for column in frame.columns)
@@ -154,4 +163,26 @@ def plot_load_dynamics(cases: Sequence[LoadDynamicsCase]) -> plt.Figure:
             title=f"Spring–block: {case.spring_title or case.title}",
         )
     fig.suptitle("Load curves during training (left) and spring–block simulation (right)")
+    return fig
+
+
+def plot_springblock_orders(panels: Mapping[str, pd.DataFrame]) -> plt.Figure:
+    """Phase diagrams of several chains (e.g. first order, second order with noise in the force, Langevin)
+    side by side on one colour scale (paper 2, Figs. 3, S13, S14)."""
+    set_theme()
+    norm = curvature_norm(np.concatenate([curvature_grid(f).to_numpy().ravel() for f in panels.values()]))
+    fig, axes = plt.subplots(
+        1,
+        len(panels),
+        figsize=(4.8 * len(panels) + 1.5, 4.6),
+        squeeze=False,
+        sharey=True,
+        layout="constrained",
+    )
+    for ax, (title, frame) in zip(axes[0], panels.items(), strict=True):
+        mesh = draw_phase(ax, frame, norm, title)
+    for ax in axes[0, 1:]:
+        ax.set_ylabel("")
+    add_curvature_colorbar(fig, mesh, list(axes[0]))
+    fig.suptitle("Spring–block phase diagrams: load-curve curvature over noise × friction asymmetry")
     return fig

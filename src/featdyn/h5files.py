@@ -38,6 +38,7 @@ PRODUCERS: tuple[tuple[str, str], ...] = (
 """(output pattern, rule) of every HDF5 file the workflow writes, the more specific pattern first."""
 
 MAX_LISTED_DIFFERENCES = 5
+_ABSENT = object()  # a key one config tree has and the other lacks
 
 
 class UnusableInputError(RuntimeError):
@@ -128,9 +129,6 @@ def config_differences(recorded: Any, expected: Any, prefix: str = "") -> list[s
     if recorded == expected:
         return []
     return [f"{prefix.rstrip('.')}: {_show(recorded)} in the file, {_show(expected)} in this job's config"]
-
-
-_ABSENT = object()
 
 
 def _show(value: Any) -> str:

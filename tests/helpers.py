@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 from featdyn.config import load_config
@@ -67,3 +68,34 @@ def train_tiny(
         progress=False,
     )
     return path, data, spec
+
+
+DROPOUT_MLP = {"width": 32, "n_hidden": 2, "dropout": 0.3}
+"""Options of `dropout_model`: a deep MLP whose dropout draws from torch's global generator."""
+
+
+def tiny_spec(epochs: int = 3) -> TrainSpec:
+    """SGD with a milestone, 6 batches of 40 per epoch of `tiny_arrays`."""
+    return TrainSpec(Recipe(optimizer="sgd", lr=0.05, batch_size=40, milestones=(2,)), epochs, 1, 0)
+
+
+def dropout_model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return build_model("deep_mlp", (40,), 10, **DROPOUT_MLP)
+
+
+def train_tiny_run(tmp_path: Path, model: torch.nn.Module, spec: TrainSpec, on_epoch=None) -> pd.DataFrame:
+    """`train_run` of `model` (a `dropout_model`) on `tiny_arrays`, into `tmp_path`."""
+    data = tensor_data(tiny_arrays())
+    return train_run(
+        model,
+        data,
+        spec,
+        state_dir=tmp_path / "state",
+        out_path=tmp_path / "checkpoints.h5",
+        model_spec={"name": "deep_mlp", "sample_shape": [40], "classes": 10, "options": DROPOUT_MLP},
+        labels={"train": data.y_train.numpy()},
+        provenance={"test": "deep_mlp with dropout"},
+        on_epoch=on_epoch,
+        progress=False,
+    )

@@ -35,6 +35,7 @@ from featdyn.data import (
     tensor_data,
     write_dataset,
 )
+from featdyn.h5files import UnusableInputError
 from featdyn.planning import consistency_figure_keys, consistency_keys, figure_eval_sets
 from featdyn.plots.consistency import plot_consistency_kdes
 
@@ -77,7 +78,7 @@ def test_signal_file_layout_and_round_trip(tmp_path):
         assert x.dtype == np.float32 and x.shape == arrays.x_test.shape
         assert np.array_equal(x, corrupt(x_test, name, severity, seed=3).numpy())
         assert np.array_equal(y, arrays.y_test)
-    with pytest.raises(KeyError, match="gaussian_blur-2"):
+    with pytest.raises(UnusableInputError, match=r"no corrupted set 'contrast-5' \(it has .*gaussian_blur-2"):
         read_corrupted_set(path, "contrast", 5)
 
 

@@ -17,9 +17,15 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import subprocess
+import sys
+import threading
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import h5py
+import numpy as np
 import pytest
 import yaml
 from slurm_cluster import (
@@ -148,6 +154,86 @@ def test_gpu_rules_request_gpus(slurm: LocalSlurm, tmp_path: Path) -> None:
         assert f"--gpus={resources['gpu']}" in calls[rule]
         assert f"--cpus-per-gpu={resources['cpus_per_gpu']}" in calls[rule]
         assert "--cpus-per-task" not in calls[rule]
+
+
+TRAIN_SCRIPT = """
+import logging, sys, time
+from pathlib import Path
+import torch
+torch.set_num_threads(1)
+logging.basicConfig(level=logging.INFO)
+from helpers import dropout_model, tiny_spec, train_tiny_run
+
+run_dir, marker = Path(sys.argv[1]), Path(sys.argv[2])
+model, calls = dropout_model(), [0]
+
+def slow_training_batches(module, inputs):
+    if module.training:
+        calls[0] += 1
+        if calls[0] == 6 + 3:  # epoch 2, batch 3 (6 batches per epoch)
+            marker.touch()
+        time.sleep(0.2)
+
+model.register_forward_pre_hook(slow_training_batches)
+train_tiny_run(run_dir, model, tiny_spec())
+"""
+
+TRAIN_SNAKEFILE = """
+rule train_tiny:
+    output:
+        "run/checkpoints.h5",
+    resources:
+        runtime=5,
+    shell:
+        "PYTHONPATH={tests}:{src} {python} train_tiny.py run marker >> attempts.log 2>&1"
+"""
+"""One training job; every attempt appends to `attempts.log` (Snakemake clears a rule's `log:` on retry)."""
+
+
+@pytest.mark.slurm
+def test_training_sigterm_from_slurm_resumes_on_retry(slurm: LocalSlurm, tmp_path: Path) -> None:
+    """SIGTERM from SLURM to the job's processes mid-epoch (what a time limit sends first; here
+    `scancel --signal=TERM`): training saves its state and exits 143, the job FAILs, the profile's
+    retry resubmits it, and the resumed run ends bit-identical to an uninterrupted one.
+
+    (A plain `scancel` would leave the job `CANCELLED by 0` in sacct, a state the plugin 2.8 does not
+    recognise as failed, so Snakemake would wait for it for ever.)"""
+    from helpers import dropout_model, tiny_spec, train_tiny_run
+
+    tests = Path(__file__).parent
+    (tmp_path / "train_tiny.py").write_text(TRAIN_SCRIPT)
+    snakefile = tmp_path / "Snakefile"
+    snakefile.write_text(TRAIN_SNAKEFILE.format(tests=tests, src=REPO_ROOT / "src", python=sys.executable))
+    outcome: dict[str, subprocess.CompletedProcess[str]] = {}
+    run = threading.Thread(
+        target=lambda: outcome.update(
+            result=run_snakemake_on_slurm(tmp_path, snakefile, timeout=RUN_TIMEOUT_S)
+        )
+    )
+    run.start()
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    while not (tmp_path / "marker").exists() and run.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    subprocess.run(["scancel", "--signal=TERM", *slurm.job_ids()], check=False)
+    run.join()
+    result = outcome["result"]
+    assert result.returncode == 0, describe(result.stdout, slurm)
+    assert "SLURM status is: 'FAILED'" in result.stdout, describe(result.stdout, slurm)
+    log = (tmp_path / "attempts.log").read_text()
+    assert "training stopped by SIGTERM during epoch 2" in log, log
+    assert re.search(r"resuming from \S+resume.pt at epoch 2, batch \d of 6", log), log
+
+    train_tiny_run(tmp_path / "whole", dropout_model(), tiny_spec())
+    with (
+        h5py.File(tmp_path / "run/checkpoints.h5") as resumed,
+        h5py.File(tmp_path / "whole/checkpoints.h5") as whole,
+    ):
+        for name in (
+            "epochs",
+            *(f"state/{k}" for k in whole["state"]),
+            *(f"metrics/{k}" for k in whole["metrics"]),
+        ):
+            assert np.array_equal(resumed[name][()], whole[name][()]), name
 
 
 def test_default_profile_parses(tmp_path: Path) -> None:

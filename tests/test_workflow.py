@@ -198,3 +198,48 @@ def test_dry_run_of_the_default_config_lists_the_dag(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     for rule in ("download", "train", "composite", "plot_memory_window"):
         assert rule in result.stdout
+
+
+def copy_of(finished: Path, tmp_path: Path) -> Path:
+    """A copy of the finished workflow (outputs, logs and Snakemake's metadata, mtimes kept)."""
+    workdir = tmp_path / "copy"
+    shutil.copytree(finished, workdir, symlinks=True)
+    return workdir
+
+
+@pytest.mark.slow
+def test_a_damaged_checkpoint_store_fails_its_dependent_job_with_the_file_named(finished_run, tmp_path):
+    """Truncate a finished run's store: the analysis that reads it stops with the message (in the
+    console and the job's log), the store is not rebuilt behind the user's back, no output is left."""
+    workdir = copy_of(finished_run, tmp_path)
+    store = workdir / "results/runs/m1d-clean/checkpoints.h5"
+    size = store.stat().st_size
+    with open(store, "r+b") as f:
+        f.truncate(size // 3)
+    result = snakemake(workdir, "results/runs/m1d-clean/separation.h5")
+    assert result.returncode != 0
+    message = (
+        f"UnusableInputError: `results/runs/m1d-clean/checkpoints.h5` is truncated: {size // 3} of its "
+        f"{size} bytes are there (a full disk, a killed write or a copy that stopped half-way). "
+        "It is rebuilt by rule `train`: delete it and run snakemake again."
+    )
+    assert message in result.stderr, result.stderr[-3000:]
+    assert message in (workdir / "results/logs/separation/m1d-clean.log").read_text()
+    assert "rule train:" not in result.stdout + result.stderr
+    assert not (workdir / "results/runs/m1d-clean/separation.h5").exists()
+
+
+@pytest.mark.slow
+def test_a_stale_checkpoint_store_is_reported_instead_of_analysed(finished_run, tmp_path):
+    """With `--rerun-triggers mtime` a changed run config does not retrain; the analysis then refuses
+    the store trained with the old config instead of analysing it."""
+    workdir = copy_of(finished_run, tmp_path)
+    config = overlay(workdir, "longer", "runs: {m1d-clean: {epochs: 5}}")
+    args = ["--rerun-triggers", "mtime", "--forcerun", "separation", "results/runs/m1d-clean/separation.h5"]
+    result = snakemake(workdir, *args, config=config)
+    assert result.returncode != 0
+    assert (
+        "`results/runs/m1d-clean/checkpoints.h5` is stale: it was written for another config "
+        "(run.epochs: 4 in the file, 5 in this job's config). It is rebuilt by rule `train`: delete it "
+        "and run snakemake again."
+    ) in result.stderr, result.stderr[-3000:]

@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from featdyn.h5files import open_h5
 from featdyn.io import atomic_h5, atomic_path
 from featdyn.models import Staged, build_model
 
@@ -86,12 +87,25 @@ def strided_epochs(saved: Sequence[int], stride: int) -> list[int]:
     return list(saved)[::-1][::stride][::-1]
 
 
-class CheckpointStore:
-    """Read access to a run's `checkpoints.h5`."""
+def training_provenance(config: Mapping[str, Any], run: str) -> dict[str, Any]:
+    """The provenance a run's `checkpoints.h5` records: its `runs` entry and its recipe."""
+    entry = config["runs"][run]
+    return {"run": dict(entry), "recipe": dict(config["recipes"][entry["recipe"]])}
 
-    def __init__(self, path: str | os.PathLike):
+
+STORE_ENTRIES = ("epochs", "state", "optimizer_state", "metrics", "labels")
+
+
+class CheckpointStore:
+    """Read access to a run's `checkpoints.h5`.
+
+    With `expected` (config subtrees, e.g. `training_provenance(config, run)`), a store written for
+    another config is rejected as stale (`featdyn.h5files.UnusableInputError`) instead of analysed.
+    """
+
+    def __init__(self, path: str | os.PathLike, expected: Mapping[str, Any] | None = None):
         self.path = Path(path)
-        with h5py.File(self.path, "r") as f:
+        with open_h5(self.path, STORE_ENTRIES, attrs=("model",), expected=expected) as f:
             self.epochs: list[int] = f["epochs"][()].tolist()
             self.model_spec: dict[str, Any] = json.loads(f.attrs["model"])
             self.config: dict[str, Any] = json.loads(f.attrs.get("config", "{}"))
@@ -112,7 +126,7 @@ class CheckpointStore:
 
     def state_dict(self, epoch: int) -> dict[str, torch.Tensor]:
         i = self.index(epoch)
-        with h5py.File(self.path, "r") as f:
+        with open_h5(self.path) as f:
             return {name: torch.from_numpy(np.asarray(f["state"][name][i])) for name in self.state_names}
 
     def model_at(self, epoch: int, device: str | torch.device = "cpu") -> Staged:
@@ -124,10 +138,10 @@ class CheckpointStore:
         """Every state entry (or those named) for several epochs, stacked on a leading axis."""
         idx = [self.index(e) for e in epochs]
         names = self.state_names if names is None else list(names)
-        with h5py.File(self.path, "r") as f:
+        with open_h5(self.path) as f:
             return {n: torch.from_numpy(np.stack([f["state"][n][i] for i in idx])) for n in names}
 
     def optimizer_state(self, epoch: int) -> dict[str, Any]:
-        with h5py.File(self.path, "r") as f:
+        with open_h5(self.path) as f:
             raw = f["optimizer_state"][self.index(epoch)]
         return torch.load(io.BytesIO(raw.tobytes()), weights_only=False)

@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 import pandas as pd
 import torch
@@ -35,6 +34,7 @@ from tqdm.auto import tqdm
 
 from featdyn.batching import chunk_slices
 from featdyn.checkpoints import CheckpointStore, strided_epochs
+from featdyn.h5files import open_h5
 from featdyn.io import atomic_h5, load_arrays, save_arrays
 from featdyn.models import Staged, check_depth
 
@@ -315,7 +315,7 @@ def write_band(result: BandResult, path: str | Path, provenance: Mapping, thresh
 
 
 def read_band(path: str | Path) -> BandResult:
-    with h5py.File(path, "r") as f:
+    with open_h5(path, BAND_ARRAYS, attrs=("window", "peak_rss_mb")) as f:
         arrays = load_arrays(f)
         return BandResult(
             window=int(f.attrs["window"]),
@@ -332,7 +332,7 @@ def memory_window_frame(files: Iterable[tuple[Mapping[str, Any], str | Path]]) -
     """
     frames = []
     for labels, path in files:
-        with h5py.File(path, "r") as f:
+        with open_h5(path, MEMORY_WINDOW_ENTRIES) as f:
             frames.append(
                 pd.DataFrame(
                     {
@@ -347,6 +347,7 @@ def memory_window_frame(files: Iterable[tuple[Mapping[str, Any], str | Path]]) -
 
 
 MEMORY_WINDOW_COLUMNS = ["depth", "epoch", "memory_window", "censored"]
+MEMORY_WINDOW_ENTRIES = ("epochs", "memory_window", "memory_window_censored")
 
 
 def run_composite(

@@ -18,10 +18,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 import torch
 
+from featdyn.h5files import UnusableInputError, open_h5
 from featdyn.io import atomic_h5
 
 DEBIAN_DATASET_DIRS = {"fashion_mnist": "/usr/share/datasets/fashion-mnist"}
@@ -271,7 +271,7 @@ def write_dataset(arrays: Arrays, path: str | os.PathLike, provenance: Mapping[s
 
 
 def read_dataset(path: str | os.PathLike) -> Arrays:
-    with h5py.File(path, "r") as f:
+    with open_h5(path, ("train/x", "train/y", "test/x", "test/y"), attrs=("classes", "source")) as f:
         return Arrays(
             f["train/x"][()],
             f["train/y"][()],
@@ -485,7 +485,7 @@ def parse_corrupted_set(name: str) -> tuple[str, int] | None:
 
 def corrupted_sets(path: str | os.PathLike) -> list[tuple[str, int]]:
     """Every (corruption, severity) stored in a `{dataset}-c.h5` file, in the file's order."""
-    with h5py.File(path, "r") as f:
+    with open_h5(path, ("y",), attrs=("corruptions", "severities")) as f:
         return [
             (str(c), int(s))
             for c in f.attrs["corruptions"]
@@ -498,12 +498,11 @@ def read_corrupted_set(
     path: str | os.PathLike, corruption: str, severity: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Raw inputs and labels (x, y) of one corrupted test set of a `{dataset}-c.h5` file."""
-    with h5py.File(path, "r") as f:
-        key = f"{corruption}/{severity}/x"
-        if key not in f:
-            available = [corrupted_set_name(c, s) for c, s in corrupted_sets(path)]
-            raise KeyError(
-                f"{path} has no corrupted set {corrupted_set_name(corruption, severity)!r}; "
-                f"available: {available}"
-            )
-        return f[key][()], f["y"][()]
+    key = f"{corruption}/{severity}/x"
+    with open_h5(path, ("y",)) as f:
+        if key in f:
+            return f[key][()], f["y"][()]
+    available = [corrupted_set_name(c, s) for c, s in corrupted_sets(path)]
+    raise UnusableInputError(
+        path, f"has no corrupted set {corrupted_set_name(corruption, severity)!r} (it has {available})"
+    )

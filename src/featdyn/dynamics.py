@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 import pandas as pd
 import torch
@@ -27,6 +26,7 @@ import torch
 from featdyn.batching import chunk_slices
 from featdyn.checkpoints import CheckpointStore
 from featdyn.composite import CompositeEngine
+from featdyn.h5files import open_h5
 from featdyn.io import atomic_h5, load_arrays, save_arrays
 from featdyn.models import Staged
 
@@ -398,11 +398,11 @@ def _save(obj: Any, path: str | Path, provenance: Mapping[str, Any], **attrs: An
 
 
 def _load(cls: type, path: str | Path) -> Any:
-    with h5py.File(path, "r") as f:
+    with open_h5(path) as f:
         values: dict[str, Any] = {**load_arrays(f), **dict(f.attrs)}
         if "regions" in f:
             values["regions"] = RegionGrid(**load_arrays(f["regions"]))
-    return cls(**{field.name: values[field.name] for field in dataclasses.fields(cls)})
+        return cls(**{field.name: values[field.name] for field in dataclasses.fields(cls)})
 
 
 def write_trajectories(result: Trajectories, path: str | Path, provenance: Mapping[str, Any]) -> None:

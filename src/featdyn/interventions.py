@@ -115,9 +115,9 @@ def _train_from_store(
     )
 
 
-def final_network(path: str | Path, device: str = "cpu") -> Staged:
-    """The last saved network of a checkpoint store, in eval mode."""
-    store = CheckpointStore(path)
+def final_network(path: str | Path, device: str = "cpu", expected: Mapping[str, Any] | None = None) -> Staged:
+    """The last saved network of a checkpoint store (checked against `expected`), in eval mode."""
+    store = CheckpointStore(path, expected)
     return store.model_at(store.epochs[-1], device)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import tempfile
@@ -15,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from featdyn import __version__
+from featdyn.h5files import open_h5
 
 Record = TypeVar("Record")
 
@@ -25,18 +27,56 @@ def _umask() -> int:
     return mask
 
 
+_WRITE_FAILURES = {
+    errno.ENOSPC: ("the file system is full", "free space there (`df -h {folder}`)"),
+    errno.EDQUOT: ("the disk quota is exceeded", "free space within your quota (`quota -s`)"),
+    errno.EACCES: ("permission denied", "make `{folder}` writable for this user"),
+    errno.EPERM: ("operation not permitted", "make `{folder}` writable for this user"),
+    errno.EROFS: ("the file system is read-only", "write results to a writable file system"),
+}
+"""errno → (what happened, what to do) for the usual reasons a write fails."""
+
+
+class OutputWriteError(OSError):
+    """Writing an output failed; nothing was left at its path (an older file there is untouched)."""
+
+    def __init__(self, path: Path, error: OSError):
+        self.path = path
+        folder = path.parent
+        what, todo = _WRITE_FAILURES.get(error.errno, (error.strerror or str(error), "fix the cause"))
+        message = (
+            f"could not write `{path}`: {what} ({error}). No partial file was left behind; "
+            f"{todo.format(folder=folder)} and run again."
+        )
+        super().__init__(error.errno, message)
+
+    def __str__(self) -> str:
+        return self.strerror
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
+    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds.
+
+    An OSError while creating, writing or renaming (disk full, permission denied) removes the
+    temporary file and becomes an `OutputWriteError` that names `path`.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as error:
+        raise OutputWriteError(path, error) from error
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
         os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, path)
+    except OutputWriteError:
+        raise
+    except OSError as error:
+        raise OutputWriteError(path, error) from error
     finally:
         tmp_path.unlink(missing_ok=True)
 
@@ -97,17 +137,28 @@ def write_records(path: str | os.PathLike, records: Mapping[str, Any], provenanc
 def read_records(path: str | os.PathLike, record_type: Callable[..., Record] = dict) -> dict[str, Record]:
     """The records of a `write_records` file, in their order, as `record_type` (a dataclass, or plain
     dicts of arrays, which need no import of the module that wrote them)."""
-    with h5py.File(path, "r") as f:
+    with open_h5(path, attrs=("records",)) as f:
         return {name: record_type(**load_arrays(f[name])) for name in f.attrs["records"]}
 
 
 def log_to(path: str | os.PathLike) -> None:
-    """Send this process's stdout, stderr (tracebacks, progress bars) and warnings to a log file."""
+    """Send this process's stdout, stderr (tracebacks, progress bars) and warnings to a log file.
+
+    An uncaught exception still goes to the log with its traceback, and its one-line message also
+    to the original stderr, so the console says what failed without opening the log.
+    """
     import logging
     import sys
+    import traceback
 
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     stream = open(path, "w", buffering=1)  # noqa: SIM115 - lives as long as the process
     sys.stdout = sys.stderr = stream
     logging.basicConfig(stream=stream, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     logging.captureWarnings(True)
+
+    def report(kind: type[BaseException], error: BaseException, tb: Any) -> None:
+        traceback.print_exception(kind, error, tb, file=stream)
+        print(f"{kind.__name__}: {error}\n(traceback in {path})", file=sys.__stderr__, flush=True)
+
+    sys.excepthook = report

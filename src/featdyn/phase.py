@@ -19,10 +19,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
-import h5py
 import numpy as np
 import pandas as pd
 import torch
@@ -37,6 +36,7 @@ from featdyn.data import (
     subset_indices,
     to_float,
 )
+from featdyn.h5files import open_h5
 from featdyn.io import atomic_h5, load_arrays, read_provenance, save_arrays
 from featdyn.models import build_model
 from featdyn.separation import load_curve
@@ -292,7 +292,7 @@ def write_cell(result: CellResult, path: str | os.PathLike, provenance: Mapping[
 
 def read_cell(path: str | os.PathLike) -> tuple[CellResult, dict[str, Any]]:
     """A cell's results and the provenance (axis, level, alpha, settings) it was written with."""
-    with h5py.File(path, "r") as f:
+    with open_h5(path, [field.name for field in fields(CellResult)]) as f:
         return CellResult(**load_arrays(f)), read_provenance(f)
 
 

@@ -18,7 +18,6 @@ import os
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-import h5py
 import numpy as np
 import pandas as pd
 import torch
@@ -27,6 +26,7 @@ from tqdm.auto import tqdm
 
 from featdyn.checkpoints import CheckpointStore
 from featdyn.curvature import curvature_of
+from featdyn.h5files import open_h5
 from featdyn.io import atomic_h5, load_arrays, save_arrays
 
 ArrayOrTensor = torch.Tensor | np.ndarray
@@ -220,7 +220,7 @@ def read_separation(path: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFrame
     """Tidy tables of a `separation.h5`: load curves (eval_set, epoch, layer, measures) and curvature
     per epoch (eval_set, epoch, curvature)."""
     curves, bends = [], []
-    with h5py.File(path, "r") as f:
+    with open_h5(path, ("epochs",), attrs=("eval_sets",)) as f:
         epochs = f["epochs"][()]
         for name in f.attrs["eval_sets"]:
             arrays = load_arrays(f[name])

@@ -16,7 +16,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import h5py
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -25,6 +24,7 @@ from torch.func import functional_call, vmap
 
 from featdyn.checkpoints import CheckpointStore
 from featdyn.data import Arrays, subset_indices, tensor_data
+from featdyn.h5files import open_h5
 from featdyn.io import atomic_h5, load_arrays, save_arrays
 from featdyn.isotropy import TOP_K, isotropic_null, isotropic_reference_spectrum, perturbation_stats
 from featdyn.reduction import Reduce, feature_reducer
@@ -269,7 +269,7 @@ def write_isotropy(result: Mapping[str, Any], path: str | os.PathLike, provenanc
 
 
 def read_isotropy(path: str | os.PathLike) -> dict[str, Any]:
-    with h5py.File(path, "r") as f:
+    with open_h5(path, ARRAY_KEYS) as f:
         scalars = {
             key: value.item() if isinstance(value, np.generic) else value for key, value in f.attrs.items()
         }

@@ -20,12 +20,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import h5py
 import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
 
 from featdyn.curvature import curvature
+from featdyn.h5files import open_h5
 from featdyn.io import atomic_h5, save_arrays
 
 NoiseKind = Literal["truncated", "gaussian", "two_point"]
@@ -477,5 +477,5 @@ def write_dynamics(
 
 
 def read_dynamics(path: str | os.PathLike) -> list[tuple[np.ndarray, np.ndarray]]:
-    with h5py.File(path, "r") as f:
+    with open_h5(path) as f:
         return [(f[str(i)]["steps"][()], f[str(i)]["curves"][()]) for i in range(len(f))]

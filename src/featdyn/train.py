@@ -4,14 +4,24 @@ with frozen (or re-initialised) stages.
 Data order, augmentation and dropout draw from generators seeded by (seed, epoch), so an epoch's
 randomness does not depend on what ran before it: a resumed run or a continuation from a saved
 epoch replays exactly the same batches as an uninterrupted run.
+
+SIGTERM (a SLURM time limit or preemption) stops a run at the next batch boundary: the resume state,
+with the epoch's position, random-generator states and partial sums, is written atomically, the stop
+is logged with where the run resumes, and the process exits with status 128 + 15 so the job fails and
+is resubmitted; the resumed run is bit-identical to an uninterrupted one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
+import math
 import shutil
-from collections.abc import Callable, Mapping
+import signal
+import threading
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +38,11 @@ from featdyn.data import TensorData, noisy_labels, read_dataset, realised_wrong_
 from featdyn.models import Staged, build_model
 
 METRIC_COLUMNS = ["epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc"]
+STOP_SIGNALS = (signal.SIGTERM,)
+"""Signals that stop training at the next safe point (SLURM sends SIGTERM at the time limit and on
+preemption, then SIGKILL after a grace period)."""
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -146,6 +161,39 @@ def squared_error(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (output.reshape(n, -1) - target.reshape(n, -1)).square().sum(1).mean()
 
 
+@dataclass
+class EpochCursor:
+    """An epoch stopped between two batches: everything needed to finish it bit for bit."""
+
+    epoch: int
+    next_start: int  # position in the epoch's sample order of the next batch
+    batch_rng: torch.Tensor  # the (seed, epoch) generator after the batch order and augmentation so far
+    global_rng: torch.Tensor  # torch's CPU generator (dropout on a CPU)
+    cuda_rng: torch.Tensor | None  # the CUDA generator of the data's device (dropout on a GPU)
+    loss_sum: torch.Tensor
+    correct: torch.Tensor
+
+    def batch(self, batch_size: int, n: int) -> str:
+        """`batch k of K`: the batch the epoch resumes at."""
+        return f"batch {self.next_start // batch_size + 1} of {math.ceil(n / batch_size)}"
+
+
+class EpochStopped(Exception):
+    """`train_epoch` stopped between two batches because a stop was requested."""
+
+    def __init__(self, cursor: EpochCursor):
+        super().__init__(f"epoch {cursor.epoch} stopped before sample {cursor.next_start}")
+        self.cursor = cursor
+
+
+def _never() -> bool:
+    return False
+
+
+def _cuda_rng(device: torch.device) -> torch.Tensor | None:
+    return torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+
+
 def train_epoch(
     model: Staged,
     optimizer: torch.optim.Optimizer,
@@ -153,24 +201,38 @@ def train_epoch(
     spec: TrainSpec,
     epoch: int,
     loss_fn: LossFunction = F.cross_entropy,
+    *,
+    resume: EpochCursor | None = None,
+    should_stop: Callable[[], bool] = _never,
 ) -> tuple[float, float]:
     """One pass over the training data on `loss_fn`; returns the mean loss and accuracy (train mode).
 
     With float targets (`squared_error` to one-hot vectors or regression targets) the accuracy is NaN.
+    `should_stop` is asked after every batch but the last; when it says yes, the epoch raises
+    `EpochStopped` with its cursor, from which `resume` finishes the epoch exactly as if uninterrupted.
     """
     recipe = spec.recipe
     for group in optimizer.param_groups:
         group["lr"] = recipe.lr_at(epoch)
+    device = data.x_train.device
     seed = epoch_seed(spec.seed, epoch)
     g = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)  # dropout
     set_train_mode(model, spec.frozen_depth)
     n = len(data.y_train)
-    perm = torch.randperm(n, generator=g).to(data.x_train.device)
-    total_loss = torch.zeros((), device=data.x_train.device)
-    correct = torch.zeros((), device=data.x_train.device, dtype=torch.long)
+    perm = torch.randperm(n, generator=g).to(device)
+    if resume is None:
+        torch.manual_seed(seed)  # dropout
+        first = 0
+        total_loss = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device, dtype=torch.long)
+    else:
+        g.set_state(resume.batch_rng)
+        torch.set_rng_state(resume.global_rng)
+        if resume.cuda_rng is not None:
+            torch.cuda.set_rng_state(resume.cuda_rng, device)
+        first, total_loss, correct = resume.next_start, resume.loss_sum.to(device), resume.correct.to(device)
     labels = not torch.is_floating_point(data.y_train)
-    for start in range(0, n, recipe.batch_size):
+    for start in range(first, n, recipe.batch_size):
         idx = perm[start : start + recipe.batch_size]
         x, y = data.x_train[idx], data.y_train[idx]
         if recipe.augment and x.ndim == 4:
@@ -188,6 +250,10 @@ def train_epoch(
         total_loss += loss.detach() * len(y)
         if labels:
             correct += (logits.argmax(1) == y).sum()
+        if start + recipe.batch_size < n and should_stop():
+            rngs = g.get_state(), torch.get_rng_state(), _cuda_rng(device)
+            cursor = EpochCursor(epoch, start + recipe.batch_size, *rngs, total_loss.cpu(), correct.cpu())
+            raise EpochStopped(cursor)
     return total_loss.item() / n, correct.item() / n if labels else float("nan")
 
 
@@ -223,6 +289,78 @@ def fingerprint(provenance: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(provenance, sort_keys=True, default=str).encode()).hexdigest()
 
 
+class StoppedBySignal(SystemExit):
+    """Training stopped at a safe point after a signal; the exit status is 128 + the signal number."""
+
+    def __init__(self, signum: int, message: str):
+        super().__init__(128 + signum)
+        self.signum = signum
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class StopRequest:
+    """The first stop signal received while training (None until one arrives)."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    def __call__(self) -> bool:
+        return self.signum is not None
+
+    def receive(self, signum: int, frame: Any) -> None:
+        self.signum = self.signum or signum
+
+
+@contextlib.contextmanager
+def stop_requests(signals: tuple[int, ...] = STOP_SIGNALS) -> Iterator[StopRequest]:
+    """Turn `signals` into a stop request for the duration of the block (main thread only; elsewhere
+    the signals keep their handlers and the request never comes)."""
+    request = StopRequest()
+    if threading.current_thread() is not threading.main_thread():
+        yield request
+        return
+    previous = {signum: signal.signal(signum, request.receive) for signum in signals}
+    try:
+        yield request
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _stop(signum: int, when: str, resumes_at: str, state_dir: Path) -> StoppedBySignal:
+    """Log that training was stopped by `signum` and where it resumes; the exception that exits."""
+    message = (
+        f"training stopped by {signal.Signals(signum).name} {when}; resume state written to "
+        f"{state_dir / 'resume.pt'}: running the job again resumes at {resumes_at}"
+    )
+    log.warning(message)
+    return StoppedBySignal(signum, message)
+
+
+def _save_resume(
+    state_dir: Path,
+    fp: str,
+    epoch: int,
+    model: Staged,
+    optimizer: torch.optim.Optimizer,
+    history: list[dict[str, float]],
+    cursor: EpochCursor | None,
+) -> None:
+    """Write `resume.pt` atomically: the state after `epoch` completed epochs (plus `cursor`'s batches)."""
+    state = {
+        "fingerprint": fp,
+        "epoch": epoch,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "history": history,
+        "cursor": None if cursor is None else asdict(cursor),
+    }
+    save_torch_atomic(state, state_dir / "resume.pt")
+
+
 def _load_resume(state_dir: Path, fp: str) -> dict[str, Any] | None:
     path = state_dir / "resume.pt"
     if not path.exists():
@@ -252,7 +390,8 @@ def train_run(
 
     The model must hold the weights of `spec.start_epoch` (its initialisation for a fresh run); for a
     continuation pass the optimizer state of that checkpoint. Returns the metrics table and writes
-    the assembled checkpoint store to `out_path`.
+    the assembled checkpoint store to `out_path`. A stop signal (`STOP_SIGNALS`) saves the resume
+    state at the next batch boundary and raises `StoppedBySignal`.
     """
     state_dir = Path(state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -262,11 +401,16 @@ def train_run(
     if optimizer_state is not None:
         optimizer.load_state_dict(optimizer_state)
     saved = spec.saved_epochs()
+    n_train = len(data.y_train)
     resume = _load_resume(state_dir, fp)
+    cursor = None
     if resume is not None:
         model.load_state_dict(resume["model"])
         optimizer.load_state_dict(resume["optimizer"])
         history, first = resume["history"], resume["epoch"] + 1
+        cursor = None if resume.get("cursor") is None else EpochCursor(**resume["cursor"])
+        at = f", {cursor.batch(spec.recipe.batch_size, n_train)}" if cursor else ""
+        log.info(f"resuming from {state_dir / 'resume.pt'} at epoch {first}{at}")
     else:
         history = [epoch_metrics(model, data, spec.start_epoch, spec.recipe.lr_at(spec.start_epoch), None)]
         save_torch_atomic(
@@ -282,30 +426,33 @@ def train_run(
         initial=first - 1 - spec.start_epoch,
         total=spec.epochs - spec.start_epoch,
     )
-    for epoch in bar:
-        train = train_epoch(model, optimizer, data, spec, epoch)
-        row = epoch_metrics(model, data, epoch, spec.recipe.lr_at(epoch), train)
-        history.append(row)
-        bar.set_postfix(
-            loss=f"{row['train_loss']:.3f}", acc=f"{row['train_acc']:.3f}", test_acc=f"{row['test_acc']:.3f}"
-        )
-        if on_epoch is not None:
-            on_epoch(epoch, model)
-        if epoch in saved:
-            save_torch_atomic(
-                {"model": model.state_dict(), "optimizer": optimizer.state_dict()},
-                shard_path(state_dir, epoch),
+    with stop_requests() as stop:
+        for epoch in bar:
+            try:
+                train = train_epoch(model, optimizer, data, spec, epoch, resume=cursor, should_stop=stop)
+            except EpochStopped as stopped:
+                _save_resume(state_dir, fp, epoch - 1, model, optimizer, history, stopped.cursor)
+                resumes_at = f"epoch {epoch}, {stopped.cursor.batch(spec.recipe.batch_size, n_train)}"
+                raise _stop(stop.signum, f"during epoch {epoch}", resumes_at, state_dir) from None
+            cursor = None
+            row = epoch_metrics(model, data, epoch, spec.recipe.lr_at(epoch), train)
+            history.append(row)
+            bar.set_postfix(
+                loss=f"{row['train_loss']:.3f}",
+                acc=f"{row['train_acc']:.3f}",
+                test_acc=f"{row['test_acc']:.3f}",
             )
-        save_torch_atomic(
-            {
-                "fingerprint": fp,
-                "epoch": epoch,
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "history": history,
-            },
-            state_dir / "resume.pt",
-        )
+            if on_epoch is not None:
+                on_epoch(epoch, model)
+            if epoch in saved:
+                save_torch_atomic(
+                    {"model": model.state_dict(), "optimizer": optimizer.state_dict()},
+                    shard_path(state_dir, epoch),
+                )
+            _save_resume(state_dir, fp, epoch, model, optimizer, history, None)
+            if stop():
+                resumes_at = f"epoch {epoch + 1}" if epoch < spec.epochs else f"assembling {out_path}"
+                raise _stop(stop.signum, f"after epoch {epoch}", resumes_at, state_dir)
     metrics = pd.DataFrame(history, columns=METRIC_COLUMNS)
     assemble_store(state_dir, saved, metrics, out_path, model_spec, labels, provenance)
     shutil.rmtree(state_dir)

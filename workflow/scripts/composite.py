@@ -2,7 +2,7 @@
 
 import torch
 
-from featdyn.checkpoints import CheckpointStore
+from featdyn.checkpoints import CheckpointStore, training_provenance
 from featdyn.composite import run_composite, write_band
 from featdyn.data import evaluation_set, read_dataset, tensor_data
 from featdyn.device import torch_device
@@ -22,7 +22,7 @@ x, y = evaluation_set(
     corrupted_path=sm.input.corrupted or None,
 )
 result = run_composite(
-    CheckpointStore(sm.input.checkpoints),
+    CheckpointStore(sm.input.checkpoints, training_provenance(sm.config, sm.wildcards.run)),
     depth,
     x,
     y,

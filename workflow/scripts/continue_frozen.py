@@ -13,7 +13,7 @@ sm = snakemake  # noqa: F821
 log_to(sm.log[0])
 torch.set_num_threads(sm.threads)
 device = torch_device(sm.params.device)
-store = CheckpointStore(sm.input.checkpoints)
+store = CheckpointStore(sm.input.checkpoints, {"run": sm.params.run, "recipe": sm.params.recipe})
 depth, from_epoch = int(sm.wildcards.depth), sm.params.from_epoch
 metrics = continue_frozen(
     store,

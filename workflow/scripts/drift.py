@@ -2,7 +2,7 @@
 
 import torch
 
-from featdyn.checkpoints import CheckpointStore
+from featdyn.checkpoints import CheckpointStore, training_provenance
 from featdyn.data import read_dataset, tensor_data, training_subset
 from featdyn.device import torch_device
 from featdyn.dynamics import compute_drift, write_drift
@@ -15,7 +15,7 @@ settings = sm.params.settings
 arrays = read_dataset(sm.input.data)
 rows, x = training_subset(tensor_data(arrays), settings["drift_subset"], sm.params.seed)
 result = compute_drift(
-    CheckpointStore(sm.input.checkpoints),
+    CheckpointStore(sm.input.checkpoints, training_provenance(sm.config, sm.wildcards.run)),
     settings["depths"],
     x,
     memory_budget_mb=settings["memory_budget_mb"],

@@ -3,7 +3,7 @@
 import pandas as pd
 import torch
 
-from featdyn.checkpoints import CheckpointStore
+from featdyn.checkpoints import CheckpointStore, training_provenance
 from featdyn.data import read_dataset
 from featdyn.device import torch_device
 from featdyn.io import log_to, write_tsv
@@ -15,7 +15,7 @@ torch.set_num_threads(sm.threads)
 run, epoch, depth = sm.wildcards.run, int(sm.wildcards.epoch), int(sm.wildcards.depth)
 settings = IsotropySettings(**sm.params.settings)
 result = isotropy_at_checkpoint(
-    CheckpointStore(sm.input.checkpoints),
+    CheckpointStore(sm.input.checkpoints, training_provenance(sm.config, sm.wildcards.run)),
     read_dataset(sm.input.data),
     epoch,
     depth,

@@ -2,7 +2,7 @@
 
 import torch
 
-from featdyn.checkpoints import CheckpointStore
+from featdyn.checkpoints import CheckpointStore, training_provenance
 from featdyn.data import read_dataset, tensor_data, training_subset
 from featdyn.device import torch_device
 from featdyn.dynamics import pca_perturbation, write_pca_perturbation
@@ -12,7 +12,7 @@ sm = snakemake  # noqa: F821
 log_to(sm.log[0])
 torch.set_num_threads(sm.threads)
 settings = sm.params.settings
-store = CheckpointStore(sm.input.checkpoints)
+store = CheckpointStore(sm.input.checkpoints, training_provenance(sm.config, sm.wildcards.run))
 arrays = read_dataset(sm.input.data)
 rows, x = training_subset(tensor_data(arrays), settings["subset"], sm.params.seed)
 result = pca_perturbation(

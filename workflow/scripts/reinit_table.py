@@ -3,6 +3,7 @@
 import pandas as pd
 import torch
 
+from featdyn.checkpoints import training_provenance
 from featdyn.data import normalizer, read_dataset, tensor_data, to_float
 from featdyn.device import torch_device
 from featdyn.interventions import final_network, load_corrupted_sets, reinit_tables
@@ -18,10 +19,11 @@ for i, run in enumerate(sm.params.runs):
     arrays = read_dataset(sm.input.data[i])
     sets = load_corrupted_sets(sm.input.corrupted[i], *normalizer(to_float(arrays.x_train)), device)
     retrained = sm.input.reinit[i * len(depths) : (i + 1) * len(depths)]
+    trained = training_provenance(sm.config, run)
     summary, errors = reinit_tables(
         run,
-        final_network(sm.input.baselines[i], device),
-        {d: final_network(path, device) for d, path in zip(depths, retrained)},
+        final_network(sm.input.baselines[i], device, trained),
+        {d: final_network(path, device, trained) for d, path in zip(depths, retrained)},
         settings["reinit_epochs"],
         tensor_data(arrays, device),
         sets,

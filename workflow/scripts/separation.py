@@ -2,7 +2,7 @@
 
 import torch
 
-from featdyn.checkpoints import CheckpointStore, strided_epochs
+from featdyn.checkpoints import CheckpointStore, strided_epochs, training_provenance
 from featdyn.data import evaluation_set, read_dataset, tensor_data
 from featdyn.device import torch_device
 from featdyn.io import log_to
@@ -12,7 +12,7 @@ sm = snakemake  # noqa: F821
 log_to(sm.log[0])
 torch.set_num_threads(sm.threads)
 settings, device = sm.params.settings, torch_device(sm.params.device)
-store = CheckpointStore(sm.input.checkpoints)
+store = CheckpointStore(sm.input.checkpoints, training_provenance(sm.config, sm.wildcards.run))
 arrays = read_dataset(sm.input.data)
 tensors = tensor_data(arrays, device)
 eval_sets = {

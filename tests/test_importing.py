@@ -177,6 +177,15 @@ def test_epochs_come_from_the_pattern_or_the_file_names(tmp_path):
         discover_checkpoints(str(tmp_path / "b" / "*.pt"))
     with pytest.raises(CheckpointImportError, match="no checkpoint files match"):
         discover_checkpoints(str(tmp_path / "b" / "*.safetensors"))
+    for e in (4, 8):
+        (tmp_path / "d" / f"step_{e}").mkdir(parents=True)
+        (tmp_path / "d" / f"step_{e}" / "model.safetensors").touch()
+    assert list(discover_checkpoints(str(tmp_path / "d" / "*" / "model.safetensors"))) == [4, 8]
+    assert list(discover_checkpoints(str(tmp_path / "d" / "step_{epoch}" / "model.safetensors"))) == [4, 8]
+    (tmp_path / "d" / "latest").mkdir()
+    (tmp_path / "d" / "latest" / "model.safetensors").touch()
+    with pytest.raises(CheckpointImportError, match=r"\['latest/model.safetensors'\] hold no epoch number"):
+        discover_checkpoints(str(tmp_path / "d" / "*" / "model.safetensors"))
     (tmp_path / "c").mkdir()
     for name in ("ckpt_1.pt", "ckpt_01.pt"):
         (tmp_path / "c" / name).touch()

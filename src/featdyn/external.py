@@ -126,9 +126,9 @@ def _load_file_module(path: Path) -> ModuleType:
     sys.modules[module_name] = module  # before exec: dataclasses and pickling look the module up
     try:
         spec.loader.exec_module(module)
-    except Exception:
+    except Exception as err:
         del sys.modules[module_name]
-        raise
+        raise ExternalModelError(f"cannot import model file {path}: {type(err).__name__}: {err}") from err
     return module
 
 
@@ -141,19 +141,15 @@ def _torchvision_builder(model_name: str) -> Callable[..., nn.Module]:
             f"torchvision has no classification model {model_name!r}; available: {names}"
         )
 
-    def build(**options: Any) -> nn.Module:
+    def build(num_classes: int = 1000, **options: Any) -> nn.Module:
         if options.get("weights") is not None:
             raise ExternalModelError(
                 "torchvision models are built with weights=None; give a local state-dict file as "
                 "`weights_file`"
             )
         options.pop("weights", None)
-        return tvm.get_model(model_name, weights=None, **options)
+        return tvm.get_model(model_name, weights=None, num_classes=num_classes, **options)
 
-    build.__signature__ = inspect.Signature(  # torchvision builders take num_classes via **kwargs
-        [inspect.Parameter("num_classes", inspect.Parameter.KEYWORD_ONLY, default=1000)]
-        + [inspect.Parameter("options", inspect.Parameter.VAR_KEYWORD)]
-    )
     return build
 
 

@@ -68,7 +68,8 @@ def discover_checkpoints(spec: str | os.PathLike) -> dict[int, Path]:
             where = f"glob {spec!r}"
         if not files:
             raise CheckpointImportError(f"no checkpoint files match the {where}")
-        found = _pair_epochs(files, _epochs_from_names([p.name for p in files]))
+        varying = _first_wildcard(path.parts) if not path.is_dir() else len(path.parts)
+        found = _pair_epochs(files, _epochs_from_names(["/".join(p.parts[varying:]) for p in files]))
     if not found:
         raise CheckpointImportError(f"no checkpoint files match {spec!r}")
     return dict(sorted(found.items()))
@@ -98,21 +99,33 @@ def _glob(pattern: Path) -> list[Path]:
     return [p for p in root.glob(str(relative)) if p.is_file()]
 
 
+def _first_wildcard(parts: Sequence[str]) -> int:
+    """Index of the first path component with a glob wildcard (where file names start to vary)."""
+    return next((i for i, part in enumerate(parts) if any(c in part for c in "*?[")), len(parts) - 1)
+
+
 def _glob_regex(glob: str) -> str:
     """A glob piece (`*`, `?`) as a regular expression that stays inside one path component."""
     return re.escape(glob).replace(r"\*", "[^/]*").replace(r"\?", "[^/]")
 
 
 def _epochs_from_names(names: Sequence[str]) -> list[int]:
-    """The epoch in each file name: the number after `epoch`, else the one number that varies."""
+    """The epoch in each name (the part of the path that a glob varies): the number after `epoch`,
+    else the one number that differs between the names."""
     tagged = [EPOCH_IN_NAME.search(n) for n in names]
     if all(tagged):
         return [int(m.group(1)) for m in tagged]
-    numbers = [re.findall(r"\d+", Path(n).stem) for n in names]
+    numbers = [re.findall(r"\d+", n.removesuffix(Path(n).suffix)) for n in names]
     if len(names) == 1 and len(numbers[0]) == 1:
         return [int(numbers[0][0])]
+    unnumbered = [n for n, found in zip(names, numbers) if not found]
+    if unnumbered:
+        raise CheckpointImportError(
+            f"the checkpoint names {unnumbered[:3]} hold no epoch number; narrow the glob or give a pattern "
+            "with an {epoch} field, e.g. 'runs/mine/ckpt_{epoch}.pt'"
+        )
     counts = {len(n) for n in numbers}
-    if len(counts) == 1 and counts != {0}:
+    if len(counts) == 1:
         varying = [i for i in range(counts.pop()) if len({n[i] for n in numbers}) > 1]
         if len(varying) == 1:
             return [int(n[varying[0]]) for n in numbers]

@@ -7,6 +7,7 @@ from PIL import Image
 from featdyn.data import DatasetUnavailable, read_dataset, tensor_data, write_dataset
 from featdyn.external_data import (
     DatasetLayoutError,
+    describe_external,
     fetch_external,
     image_folder,
     is_external_source,
@@ -39,6 +40,7 @@ def test_folder_round_trip_rgb(tmp_path):
     np.testing.assert_array_equal(arrays.y_test, [0, 0, 1, 1, 2, 2])
     expected = np.stack(written["train", "cat"] + written["train", "dog"] + written["train", "emu"])
     np.testing.assert_array_equal(arrays.x_train, expected.transpose(0, 3, 1, 2))  # PNG is lossless
+    assert describe_external("folder", {"path": str(tmp_path / "tree")}) == ((3, 6, 5), 3)  # config time
     write_dataset(arrays, tmp_path / "d.h5", {"source": "folder"})
     back = read_dataset(tmp_path / "d.h5")
     np.testing.assert_array_equal(back.x_test, arrays.x_test)
@@ -54,6 +56,8 @@ def test_folder_greyscale_and_resize(tmp_path):
     assert np.abs(grey.x_train[0, 0] - luma).max() <= 1
     resized = image_folder(tmp_path / "tree", size=[4, 3])
     assert resized.x_train.shape == (9, 3, 4, 3) and resized.x_test.shape == (6, 3, 4, 3)
+    options = {"path": str(tmp_path / "tree"), "size": [4, 3], "channels": 1}
+    assert describe_external("folder", options) == ((1, 4, 3), 3)
 
 
 def test_folder_errors_name_what_is_wrong(tmp_path):
@@ -98,6 +102,9 @@ def test_npz_signals_and_images_round_trip(tmp_path):
     np.savez(tmp_path / "i.npz", x_train=nhwc, y_train=[0, 1, 0, 1], x_test=nhwc[:2], y_test=[1, 0])
     images = npz_arrays(tmp_path / "i.npz")
     np.testing.assert_array_equal(images.x_train, nhwc.transpose(0, 3, 1, 2))
+    for name, arrays_ in (("s", arrays), ("i", images)):  # config time: headers and labels only
+        described = describe_external("arrays", {"path": str(tmp_path / f"{name}.npz")})
+        assert described == (arrays_.sample_shape, arrays_.classes)
     np.savez(tmp_path / "g.npz", x_train=grey, y_train=[0, 1, 0, 1], x_test=grey, y_test=[0, 1, 1, 1])
     assert npz_arrays(tmp_path / "g.npz").x_train.shape == (4, 1, 5, 6)
 

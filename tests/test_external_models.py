@@ -198,6 +198,7 @@ def test_torchvision_family_maps_are_exact(name):
     _exact_at_every_depth(staged, reference, (3, 32, 32))
 
 
+@pytest.mark.filterwarnings("ignore:There is a performance drop")  # nn.MultiheadAttention under vmap
 def test_torchvision_vit_class_token_belongs_to_the_embedding_stage():
     name = "torchvision.models.vision_transformer:VisionTransformer"
     options = dict(image_size=16, patch_size=8, num_layers=2, num_heads=2, hidden_dim=16, mlp_dim=32)
@@ -208,6 +209,14 @@ def test_torchvision_vit_class_token_belongs_to_the_embedding_stage():
     reference = torchvision.models.VisionTransformer(num_classes=10, **options)
     reference.load_state_dict(staged.to_original(staged.state_dict()))
     _exact_at_every_depth(staged, reference, (3, 16, 16))
+    stacked = _stacked([staged.state_dict()] * 3, noise=0.05)  # traced stages under vmap
+    engine = CompositeEngine(staged.eval(), stacked, depth=2)
+    x = torch.randn(4, 3, 16, 16)
+    logits = engine.deep(engine.shallow(x), slice(None))
+    with torch.no_grad():
+        for i in range(3):
+            reference.load_state_dict(staged.to_original({k: v[i] for k, v in stacked.items()}))
+            torch.testing.assert_close(logits[i], reference.eval()(x))
 
 
 @pytest.mark.parametrize(

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -131,20 +132,92 @@ def npz_arrays(path: str | os.PathLike, classes: int | None = None) -> Arrays:
     return check_arrays(Arrays(x_train, y_train, x_test, y_test, k, "arrays"), str(path))
 
 
+def _layout(shape: tuple[int, ...], dtype: np.dtype, where: str) -> str:
+    """How an input array maps to the `Arrays` layout: `grey` (N, H, W) uint8, `nhwc` uint8,
+    `nchw` uint8, or `float` (kept, as float32)."""
+    if len(shape) < 2:
+        raise DatasetLayoutError(f"{where} has shape {shape}; expected (N, ...) samples")
+    if dtype == np.uint8:
+        if len(shape) == 3:
+            return "grey"
+        if len(shape) == 4:
+            return "nhwc" if shape[-1] in (1, 3, 4) and shape[1] not in (1, 3, 4) else "nchw"
+        raise DatasetLayoutError(f"{where} has uint8 shape {shape}; images are (N, H, W) or (N, C, H, W)")
+    if np.issubdtype(dtype, np.number) and len(shape) <= 4:
+        return "float"
+    raise DatasetLayoutError(f"{where} has dtype {dtype} and shape {shape}; expected numbers, ≤ 4 axes")
+
+
 def _sample_layout(x: np.ndarray, where: str) -> np.ndarray:
-    if x.ndim < 2:
-        raise DatasetLayoutError(f"{where} has shape {x.shape}; expected (N, ...) samples")
-    if x.dtype == np.uint8:
-        if x.ndim == 3:
-            return np.ascontiguousarray(x[:, None])
-        if x.ndim == 4 and x.shape[-1] in (1, 3, 4) and x.shape[1] not in (1, 3, 4):
-            return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
-        if x.ndim == 4:
-            return x
-        raise DatasetLayoutError(f"{where} has uint8 shape {x.shape}; images are (N, H, W) or (N, C, H, W)")
-    if np.issubdtype(x.dtype, np.number) and x.ndim <= 4:
-        return np.ascontiguousarray(x, dtype=np.float32)
-    raise DatasetLayoutError(f"{where} has dtype {x.dtype} and shape {x.shape}; expected numbers, ≤ 4 axes")
+    layout = _layout(x.shape, x.dtype, where)
+    if layout == "grey":
+        return np.ascontiguousarray(x[:, None])
+    if layout == "nhwc":
+        return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+    return x if layout == "nchw" else np.ascontiguousarray(x, dtype=np.float32)
+
+
+def _sample_shape(shape: tuple[int, ...], layout: str) -> tuple[int, ...]:
+    if layout == "grey":
+        return (1, *shape[1:])
+    if layout == "nhwc":
+        return (shape[3], shape[1], shape[2])
+    return tuple(shape[1:])
+
+
+def _npz_headers(path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """Shape and dtype of every array in an `.npz` file, from the `.npy` headers alone."""
+    headers = {}
+    with zipfile.ZipFile(path) as archive:
+        for member in archive.namelist():
+            with archive.open(member) as f:
+                version = np.lib.format.read_magic(f)
+                read = (
+                    np.lib.format.read_array_header_1_0
+                    if version == (1, 0)
+                    else np.lib.format.read_array_header_2_0
+                )
+                shape, _, dtype = read(f)
+            headers[member.removesuffix(".npy")] = (tuple(shape), dtype)
+    return headers
+
+
+# --- shapes at config time ---------------------------------------------------------------------------
+
+
+def describe_external(source: str, options: Mapping[str, Any]) -> tuple[tuple[int, ...], int]:
+    """(sample shape, number of classes) of an outside dataset, cheaply (for config checks): folder
+    names and one image, `.npy` headers and labels, or the `size`/`channels`/`classes` options."""
+    if source == "folder":
+        root = _required_path(options, source) / "train"
+        classes = sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+        if not classes:
+            raise DatasetLayoutError(f"{root} has no class subfolders")
+        channels = int(options.get("channels", 3))
+        if options.get("size") is not None:
+            return (channels, *_size(options["size"])), len(classes)
+        first = next(
+            (f for c in classes for f in sorted(c.iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES), None
+        )
+        if first is None:
+            raise DatasetLayoutError(f"{root} holds no images")
+        return (channels, *_read_image(first, {1: "L", 3: "RGB"}[channels], None).shape[:2]), len(classes)
+    if source == "arrays":
+        path = _required_path(options, source)
+        shape, dtype = _npz_headers(path)["x_train"]
+        sample = _sample_shape(shape, _layout(shape, dtype, f"{path}: x_train"))
+        if options.get("classes") is not None:
+            return sample, int(options["classes"])
+        with np.load(path, allow_pickle=False) as f:
+            return sample, int(max(f["y_train"].max(initial=0), f["y_test"].max(initial=0)) + 1)
+    if source.startswith("torchvision:"):
+        if all(options.get(k) is not None for k in ("size", "channels", "classes")):
+            return (int(options["channels"]), *_size(options["size"])), int(options["classes"])
+        raise DatasetLayoutError(
+            f"dataset {source!r}: give the options `size`, `channels` and `classes` so that the sample shape "
+            "is known before the data is read"
+        )
+    raise ValueError(f"unknown outside dataset source {source!r}; available: {list(EXTERNAL_SOURCES)}")
 
 
 # --- image folders ------------------------------------------------------------------------------------

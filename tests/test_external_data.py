@@ -4,15 +4,20 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from featdyn.data import DatasetUnavailable, read_dataset, tensor_data, write_dataset
+from featdyn.config import dataset_entry
+from featdyn.data import DatasetUnavailable, is_external_source, read_dataset, tensor_data, write_dataset
 from featdyn.external_data import (
     DatasetLayoutError,
     describe_external,
     fetch_external,
     image_folder,
-    is_external_source,
     npz_arrays,
 )
+
+
+def entry(source, mirror_dirs=(), **options):
+    """A `datasets` entry with the schema's defaults filled, as the download rule passes it."""
+    return dataset_entry(source, list(mirror_dirs), **options)
 
 
 def _write_tree(root, sizes=None, classes=("cat", "dog", "emu"), n=(3, 2), seed=0):
@@ -33,14 +38,17 @@ def _write_tree(root, sizes=None, classes=("cat", "dog", "emu"), n=(3, 2), seed=
 
 def test_folder_round_trip_rgb(tmp_path):
     written = _write_tree(tmp_path / "tree")
-    arrays = fetch_external("folder", {"path": str(tmp_path / "tree")}, tmp_path / "cache")
+    arrays = fetch_external("folder", entry("folder", path=str(tmp_path / "tree")), tmp_path / "cache")
     assert arrays.classes == 3 and arrays.source == "folder"
     assert arrays.x_train.dtype == np.uint8 and arrays.x_train.shape == (9, 3, 6, 5)
     np.testing.assert_array_equal(arrays.y_train, [0, 0, 0, 1, 1, 1, 2, 2, 2])  # sorted class names
     np.testing.assert_array_equal(arrays.y_test, [0, 0, 1, 1, 2, 2])
     expected = np.stack(written["train", "cat"] + written["train", "dog"] + written["train", "emu"])
     np.testing.assert_array_equal(arrays.x_train, expected.transpose(0, 3, 1, 2))  # PNG is lossless
-    assert describe_external("folder", {"path": str(tmp_path / "tree")}) == ((3, 6, 5), 3)  # config time
+    assert describe_external("folder", entry("folder", path=str(tmp_path / "tree"))) == (
+        (3, 6, 5),
+        3,
+    )  # config time
     write_dataset(arrays, tmp_path / "d.h5", {"source": "folder"})
     back = read_dataset(tmp_path / "d.h5")
     np.testing.assert_array_equal(back.x_test, arrays.x_test)
@@ -56,7 +64,7 @@ def test_folder_greyscale_and_resize(tmp_path):
     assert np.abs(grey.x_train[0, 0] - luma).max() <= 1
     resized = image_folder(tmp_path / "tree", size=[4, 3])
     assert resized.x_train.shape == (9, 3, 4, 3) and resized.x_test.shape == (6, 3, 4, 3)
-    options = {"path": str(tmp_path / "tree"), "size": [4, 3], "channels": 1}
+    options = entry("folder", path=str(tmp_path / "tree"), size=[4, 3], channels=1)
     assert describe_external("folder", options) == ((1, 4, 3), 3)
 
 
@@ -93,7 +101,7 @@ def test_npz_signals_and_images_round_trip(tmp_path):
     rng = np.random.default_rng(0)
     (xtr, ytr), (xte, yte) = _signals(rng, 9), _signals(rng, 6)
     np.savez(tmp_path / "s.npz", x_train=xtr, y_train=ytr, x_test=xte, y_test=yte.astype(np.float64))
-    arrays = fetch_external("arrays", {"path": str(tmp_path / "s.npz")}, tmp_path)
+    arrays = fetch_external("arrays", entry("arrays", path=str(tmp_path / "s.npz")), tmp_path)
     assert arrays.x_train.dtype == np.float32 and arrays.y_test.dtype == np.int64 and arrays.classes == 3
     np.testing.assert_array_equal(arrays.x_train, xtr.astype(np.float32))
     np.testing.assert_array_equal(arrays.y_test, yte)
@@ -103,7 +111,7 @@ def test_npz_signals_and_images_round_trip(tmp_path):
     images = npz_arrays(tmp_path / "i.npz")
     np.testing.assert_array_equal(images.x_train, nhwc.transpose(0, 3, 1, 2))
     for name, arrays_ in (("s", arrays), ("i", images)):  # config time: headers and labels only
-        described = describe_external("arrays", {"path": str(tmp_path / f"{name}.npz")})
+        described = describe_external("arrays", entry("arrays", path=str(tmp_path / f"{name}.npz")))
         assert described == (arrays_.sample_shape, arrays_.classes)
     np.savez(tmp_path / "g.npz", x_train=grey, y_train=[0, 1, 0, 1], x_test=grey, y_test=[0, 1, 1, 1])
     assert npz_arrays(tmp_path / "g.npz").x_train.shape == (4, 1, 5, 6)
@@ -148,29 +156,36 @@ def test_torchvision_class_from_a_mirror_folder(tmp_path):
         _write_idx(raw / f"{split}-images-idx3-ubyte", images[split])
         _write_idx(raw / f"{split}-labels-idx1-ubyte", labels[split])
     arrays = fetch_external(
-        "torchvision:MNIST", {"mirror_dirs": [str(tmp_path / "mirror")]}, tmp_path / "cache"
+        "torchvision:MNIST", entry("torchvision:MNIST", [str(tmp_path / "mirror")]), tmp_path / "cache"
     )
     assert arrays.classes == 10 and arrays.source == "torchvision:MNIST"
     np.testing.assert_array_equal(arrays.x_train, images["train"][:, None])
     np.testing.assert_array_equal(arrays.y_test, labels["t10k"])
     resized = fetch_external(
-        "torchvision:MNIST", {"mirror_dirs": [str(tmp_path / "mirror")], "size": 14, "channels": 3}, tmp_path
+        "torchvision:MNIST",
+        entry("torchvision:MNIST", [str(tmp_path / "mirror")], size=14, channels=3),
+        tmp_path,
     )
     assert resized.x_train.shape == (20, 3, 14, 14)
     with pytest.raises(DatasetUnavailable, match=r"MNIST \(train split\) was not found .*download: true"):
-        fetch_external("torchvision:MNIST", {"mirror_dirs": [str(tmp_path / "nowhere")]}, tmp_path / "cache")
+        fetch_external(
+            "torchvision:MNIST", entry("torchvision:MNIST", [str(tmp_path / "nowhere")]), tmp_path / "cache"
+        )
 
 
 def test_torchvision_class_with_split_kwargs():
-    options = {
-        "kwargs": {"image_size": [1, 6, 6], "num_classes": 3, "size": 30},
-        "split_kwargs": {"train": {"random_offset": 0}, "test": {"random_offset": 1000}},
-    }
+    options = entry(
+        "torchvision:FakeData",
+        kwargs={"image_size": [1, 6, 6], "num_classes": 3, "size": 30},
+        split_kwargs={"train": {"random_offset": 0}, "test": {"random_offset": 1000}},
+    )
     assert is_external_source("torchvision:FakeData")
     arrays = fetch_external("torchvision:FakeData", options, "unused")
     assert arrays.x_train.shape == (30, 1, 6, 6) and arrays.x_train.dtype == np.uint8 and arrays.classes == 3
     assert not np.array_equal(arrays.x_train, arrays.x_test)
     with pytest.raises(DatasetLayoutError, match="neither `train` nor `split`"):
-        fetch_external("torchvision:FakeData", {"kwargs": options["kwargs"]}, "unused")
+        fetch_external(
+            "torchvision:FakeData", entry("torchvision:FakeData", kwargs=options["kwargs"]), "unused"
+        )
     with pytest.raises(ValueError, match="no class 'NoSuchSet'.*'MNIST'"):
-        fetch_external("torchvision:NoSuchSet", {}, "unused")
+        fetch_external("torchvision:NoSuchSet", entry("torchvision:NoSuchSet"), "unused")

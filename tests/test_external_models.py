@@ -283,7 +283,7 @@ def test_weights_file_with_a_ddp_prefix_is_loaded(tmp_path):
     assert all(torch.equal(loaded[k], v) for k, v in source.state_dict().items())
 
 
-def test_vmap_supported_detects_data_dependent_control_flow(net_file):
+def test_vmap_supported_detects_data_dependent_control_flow(net_file, caplog):
     stages = [["conv", "bn", "relu"], ["conv2", "pool", "flatten", "gate", "fc"]]
     staged = build_external(f"{net_file}:Branchy", SHAPE, 4, stages=stages)
     stacked = _stacked([staged.state_dict()] * 2, noise=0.1)
@@ -291,6 +291,7 @@ def test_vmap_supported_detects_data_dependent_control_flow(net_file):
     assert not vmap_supported(staged, x, stacked)
     engine = composite_engine(staged, stacked, 1, "fp32", x)
     assert type(engine) is LoopCompositeEngine
+    assert [r.getMessage().count("loops over them") for r in caplog.records] == [1]  # said once
     features = engine.shallow(x)
     logits = engine.deep(features, slice(None))
     with torch.no_grad():

@@ -11,7 +11,9 @@ can only lose the epoch in progress. When training ends the shards are assembled
 - `optimizer_state` (n,): the serialised optimizer state per saved epoch (for exact continuations);
 - `metrics/<column>` (E + 1,): lr, train/test loss and accuracy for every epoch;
 - `labels/train` and `labels/noise_mask`: the training labels used and which were randomised;
-- attributes `model` (JSON: name, sample shape, classes, options) and `config`.
+- attributes `model` (JSON: name, sample shape, classes, options) and `config`; a store imported from
+  outside checkpoints (`featdyn.importing`) also has `imported_from` (the checkpoint pattern) and no
+  optimizer state (a serialised None per epoch).
 """
 
 from __future__ import annotations
@@ -93,6 +95,9 @@ class CheckpointStore:
             self.epochs: list[int] = f["epochs"][()].tolist()
             self.model_spec: dict[str, Any] = json.loads(f.attrs["model"])
             self.config: dict[str, Any] = json.loads(f.attrs.get("config", "{}"))
+            self.imported_from: str | None = (
+                str(f.attrs["imported_from"]) if "imported_from" in f.attrs else None
+            )
             self.state_names: list[str] = list(f["state"].keys())
             group = f["metrics"]
             self.metrics = pd.DataFrame({k: group[k][()] for k in group.attrs.get("columns", list(group))})

@@ -36,6 +36,7 @@ import hashlib
 import importlib
 import importlib.util
 import inspect
+import logging
 import os
 import pickle
 import sys
@@ -470,12 +471,12 @@ def _copy_buffer_persistence(stage: nn.Module, model: nn.Module) -> None:
 
 class ExternalStaged(Staged):
     """A `Staged` chain cut out of a plain module; `key_map` maps original state-dict keys to
-    `stages.<i>.<original key>`."""
+    `stages.<i>.<original key>`; each stage is named by the modules it runs (`stage_names`)."""
 
     def __init__(
         self, stages: Sequence[nn.Module], key_map: Mapping[str, str], stage_map: Mapping[str, list]
     ):
-        super().__init__(stages)
+        super().__init__(stages, stage_names(stages))
         self.key_map = dict(key_map)
         self.stage_map = dict(stage_map)  # {"stages": module map} or {"split_at": split points}
 
@@ -490,6 +491,20 @@ class ExternalStaged(Staged):
 
     def load_original_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
         self.load_state_dict(self.to_staged(state))
+
+
+def stage_names(stages: Sequence[nn.Module]) -> list[str]:
+    """A name per stage from the original modules it runs: `layer1.0`, or `conv1…maxpool` for several
+    (first…last); `stage<i>` for a stage that runs no module; made distinct by `#<i>` if need be."""
+    names = []
+    for i, stage in enumerate(stages):
+        if isinstance(stage, ModuleChain):
+            paths = [p for p, pseudo in zip(stage.paths, stage.pseudo) if not pseudo] or list(stage.paths)
+        else:
+            paths = list(dict.fromkeys(n.target for n in stage.graph.nodes if n.op == "call_module"))
+        name = paths[0] if len(paths) == 1 else f"{paths[0]}…{paths[-1]}" if paths else f"stage{i}"
+        names.append(name)
+    return [n if names.count(n) == 1 else f"{n}#{i}" for i, n in enumerate(names)]
 
 
 def staged_key_map(original: nn.Module, stages: Sequence[nn.Module]) -> dict[str, str]:
@@ -1089,6 +1104,12 @@ def _index(state: Mapping[str, torch.Tensor], i: int) -> dict[str, torch.Tensor]
 def composite_engine(
     model: Staged, stacked: Mapping[str, torch.Tensor], depth: int, precision: str, probe: torch.Tensor
 ) -> CompositeEngine:
-    """The vmap engine where vmap batches the model, the loop engine otherwise."""
-    supported = vmap_supported(model, probe, stacked)
-    return (CompositeEngine if supported else LoopCompositeEngine)(model, stacked, depth, precision)
+    """The vmap engine where vmap batches the model, the loop engine otherwise (said once in the log)."""
+    if vmap_supported(model, probe, stacked):
+        return CompositeEngine(model, stacked, depth, precision)
+    logging.getLogger(__name__).warning(
+        "vmap cannot batch %s over its checkpoints: the composite engine loops over them instead "
+        "(same results, slower)",
+        type(model).__name__,
+    )
+    return LoopCompositeEngine(model, stacked, depth, precision)

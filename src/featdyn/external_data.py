@@ -25,36 +25,36 @@ from typing import Any
 
 import numpy as np
 
-from featdyn.data import Arrays, DatasetUnavailable, _as_arrays
+from featdyn.data import EXTERNAL_SOURCES, Arrays, DatasetUnavailable, _as_arrays
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
-EXTERNAL_SOURCES = ("folder", "arrays", "torchvision:<ClassName>")
 
 
 class DatasetLayoutError(ValueError):
     """Dataset files that do not have the expected layout or contents."""
 
 
-def is_external_source(source: str) -> bool:
-    return source in ("folder", "arrays") or source.startswith("torchvision:")
-
-
 def fetch_external(source: str, options: Mapping[str, Any], cache_dir: str | os.PathLike) -> Arrays:
-    """Fetch an outside dataset (see the module docstring for `source` and its options)."""
+    """Fetch an outside dataset (see the module docstring for `source` and its options); `options` is
+    its `datasets` entry with the schema's defaults filled (`featdyn.config.dataset_entry`)."""
     if source == "folder":
-        channels = int(options.get("channels", 3))
-        return image_folder(_required_path(options, source), options.get("size"), channels)
+        return image_folder(_required_path(options, source), options["size"], _folder_channels(options))
     if source == "arrays":
-        classes = options.get("classes")
+        classes = options["classes"]
         return npz_arrays(_required_path(options, source), None if classes is None else int(classes))
     if source.startswith("torchvision:"):
         return torchvision_dataset(source.partition(":")[2], options, Path(cache_dir))
     raise ValueError(f"unknown outside dataset source {source!r}; available: {list(EXTERNAL_SOURCES)}")
 
 
+def _folder_channels(options: Mapping[str, Any]) -> int:
+    """Channels of an image folder: the `channels` option, RGB (3) when it is null."""
+    return 3 if options["channels"] is None else int(options["channels"])
+
+
 def _required_path(options: Mapping[str, Any], source: str) -> Path:
-    if "path" not in options:
+    if options["path"] is None:
         raise DatasetLayoutError(f"dataset source {source!r} needs the option `path`")
     return Path(options["path"]).expanduser()
 
@@ -193,8 +193,8 @@ def describe_external(source: str, options: Mapping[str, Any]) -> tuple[tuple[in
         classes = sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
         if not classes:
             raise DatasetLayoutError(f"{root} has no class subfolders")
-        channels = int(options.get("channels", 3))
-        if options.get("size") is not None:
+        channels = _folder_channels(options)
+        if options["size"] is not None:
             return (channels, *_size(options["size"])), len(classes)
         first = next(
             (f for c in classes for f in sorted(c.iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES), None
@@ -206,12 +206,12 @@ def describe_external(source: str, options: Mapping[str, Any]) -> tuple[tuple[in
         path = _required_path(options, source)
         shape, dtype = _npz_headers(path)["x_train"]
         sample = _sample_shape(shape, _layout(shape, dtype, f"{path}: x_train"))
-        if options.get("classes") is not None:
+        if options["classes"] is not None:
             return sample, int(options["classes"])
         with np.load(path, allow_pickle=False) as f:
             return sample, int(max(f["y_train"].max(initial=0), f["y_test"].max(initial=0)) + 1)
     if source.startswith("torchvision:"):
-        if all(options.get(k) is not None for k in ("size", "channels", "classes")):
+        if all(options[k] is not None for k in ("size", "channels", "classes")):
             return (int(options["channels"]), *_size(options["size"])), int(options["classes"])
         raise DatasetLayoutError(
             f"dataset {source!r}: give the options `size`, `channels` and `classes` so that the sample shape "
@@ -323,16 +323,16 @@ def torchvision_dataset(class_name: str, options: Mapping[str, Any], cache_dir: 
         available = sorted(n for n in tvd.__all__ if isinstance(getattr(tvd, n, None), type))
         raise ValueError(f"torchvision.datasets has no class {class_name!r}; available: {available}")
     params = inspect.signature(cls).parameters
-    split_kwargs = options.get("split_kwargs") or _default_split_kwargs(class_name, params)
-    common = dict(options.get("kwargs", {}))
+    split_kwargs = options["split_kwargs"] or _default_split_kwargs(class_name, params)
+    common = dict(options["kwargs"])
     parts = [
         _open_split(cls, params, {**common, **split_kwargs[split]}, options, cache_dir, split)
         for split in ("train", "test")
     ]
-    size = None if options.get("size") is None else _size(options["size"])
-    channels = options.get("channels")
+    size = None if options["size"] is None else _size(options["size"])
+    channels = options["channels"]
     (x_train, y_train), (x_test, y_test) = (_dataset_arrays(p, size, channels, class_name) for p in parts)
-    classes = options.get("classes") or len(getattr(parts[0], "classes", ())) or int(y_train.max() + 1)
+    classes = options["classes"] or len(getattr(parts[0], "classes", ())) or int(y_train.max() + 1)
     arrays = Arrays(x_train, y_train, x_test, y_test, int(classes), f"torchvision:{class_name}")
     return check_arrays(arrays, f"torchvision.datasets.{class_name}")
 
@@ -362,7 +362,7 @@ def _open_split(
     if "root" not in params:
         return cls(**kwargs)
     name = cls.__name__
-    roots = [r for d in options.get("mirror_dirs", []) for r in (Path(d) / name, Path(d))]
+    roots = [r for d in options["mirror_dirs"] for r in (Path(d) / name, Path(d))]
     errors = []
     for root in roots:
         if root.is_dir():
@@ -370,7 +370,7 @@ def _open_split(
                 return cls(root=str(root), **kwargs, **({"download": False} if "download" in params else {}))
             except Exception as err:  # torchvision raises RuntimeError (missing files) or others
                 errors.append(f"{root}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
-    if options.get("download") and "download" in params:
+    if options["download"] and "download" in params:
         try:
             return cls(root=str(cache_dir / name), download=True, **kwargs)
         except Exception as err:
@@ -379,7 +379,7 @@ def _open_split(
     raise DatasetUnavailable(
         f"torchvision dataset {name} ({split} split) was not found in the mirror folders "
         f"{[str(r) for r in roots]} ({tried}); put its files there (config key `mirror_dirs`)"
-        + ("" if options.get("download") else ", or allow downloading with `download: true`")
+        + ("" if options["download"] else ", or allow downloading with `download: true`")
     )
 
 

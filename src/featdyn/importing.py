@@ -12,9 +12,10 @@ Files are read with `weights_only=True` (safetensors with `safetensors.torch.loa
 from `state_dict` / `model_state_dict` / `model` entries, freed of the key prefix a wrapper added
 (`model.` for Lightning, `module.` for DDP, `net.`, …) and mapped into the key space of the `Staged`
 model (`featdyn.external`). The store holds every parameter and buffer (BatchNorm statistics too),
-per-epoch metrics from evaluating each checkpoint on the train and test data (`lr` is NaN: it is
-unknown), the dataset's training labels (no noise) and, as optimizer state, a serialised `None` per
-epoch: continuations from an imported checkpoint start with a fresh optimizer.
+per-epoch metrics from evaluating each checkpoint on the train and test data (`lr` from the recipe the
+run says it was trained with, else NaN: unknown), the dataset's training labels (no noise), the
+attribute `imported_from` and, as optimizer state, a serialised `None` per epoch: there is none, so
+featdyn's continuations (freezing, re-initialisation) refuse imported runs.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import os
 import re
 import struct
 import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,11 +36,11 @@ import torch
 from tqdm.auto import tqdm
 
 from featdyn.checkpoints import _serialise
-from featdyn.data import TensorData
+from featdyn.data import TensorData, read_dataset, tensor_data
 from featdyn.external import StateDictError, load_model_state
 from featdyn.io import atomic_h5
-from featdyn.models import Staged
-from featdyn.train import METRIC_COLUMNS, epoch_metrics
+from featdyn.models import Staged, build_model
+from featdyn.train import METRIC_COLUMNS, Recipe, epoch_metrics
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".ckpt", ".bin")
 EPOCH_FIELD = re.compile(r"\{epoch(?::[^}]*)?\}")
@@ -215,10 +216,11 @@ def import_checkpoints(
     *,
     epochs: Sequence[int] | None = None,
     labels: Mapping[str, np.ndarray] | None = None,
+    lr_at: Callable[[int], float] | None = None,
     progress: bool = False,
 ) -> pd.DataFrame:
     """Write `out_path` (a run's checkpoints.h5) from an outside checkpoint series; returns the
-    metrics table (METRIC_COLUMNS, one row per imported epoch, `lr` NaN)."""
+    metrics table (METRIC_COLUMNS, one row per imported epoch, `lr` = `lr_at(epoch)`, NaN without)."""
     files = check_external_checkpoints(spec, epochs)
     y_train = data.y_train.cpu().numpy()
     labels = labels or {"train": y_train, "noise_mask": np.zeros(len(y_train), dtype=bool)}
@@ -236,10 +238,11 @@ def import_checkpoints(
             except StateDictError as err:
                 raise CheckpointImportError(f"epoch {epoch}: {err}") from err
             for name, value in loaded.items():
-                state[name][i] = value.numpy()
+                state[name][i] = value.cpu().numpy()
             optim[i] = _serialise(None)
             model.load_state_dict(loaded)
-            rows.append(epoch_metrics(model, data, epoch, float("nan"), None))
+            lr = float("nan") if lr_at is None else lr_at(epoch)
+            rows.append(epoch_metrics(model, data, epoch, lr, None))
         metrics = pd.DataFrame(rows, columns=METRIC_COLUMNS)
         g = f.create_group("metrics")
         g.attrs["columns"] = list(metrics.columns)
@@ -262,3 +265,37 @@ def _create_state_datasets(
         chunks = (1, *value.shape) if value.ndim >= 1 else None
         datasets[name] = group.create_dataset(name, shape=shape, dtype=dtype, chunks=chunks)
     return datasets
+
+
+def import_configured_run(
+    run: Mapping[str, Any],
+    recipe: Mapping[str, Any] | None,
+    dataset_path: str | os.PathLike,
+    out_path: str | os.PathLike,
+    device: str | torch.device,
+    provenance: Mapping[str, Any],
+    progress: bool = False,
+) -> pd.DataFrame:
+    """Import one configured run (`runs.<name>.checkpoints`): the counterpart of
+    `featdyn.train.train_configured_run`, writing the same store layout; `recipe` (the run's, if it
+    names one) gives the metrics' learning rate per epoch."""
+    arrays = read_dataset(dataset_path)
+    data = tensor_data(arrays, device)
+    model_spec = {
+        "name": run["model"],
+        "sample_shape": list(data.sample_shape),
+        "classes": arrays.classes,
+        "options": dict(run["model_options"]),
+    }
+    model = build_model(run["model"], data.sample_shape, arrays.classes, **model_spec["options"]).to(device)
+    return import_checkpoints(
+        run["checkpoints"],
+        model,
+        model_spec,
+        data,
+        out_path,
+        provenance,
+        epochs=run["checkpoint_epochs"],
+        lr_at=None if recipe is None else Recipe.from_config(recipe).lr_at,
+        progress=progress,
+    )

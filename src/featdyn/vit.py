@@ -131,7 +131,8 @@ def vit(
     channels, spatial_dims, n_patches = _patch_grid(sample_shape, patch)
     embedding = PatchEmbedding(channels, patch, dim, n_patches, spatial_dims)
     blocks = [EncoderBlock(dim, heads, mlp_ratio, dropout) for _ in range(depth)]
-    model = Staged([embedding, *blocks, ViTHead(dim, num_classes, pool)])
+    names = ["embed", *(f"block{i + 1}" for i in range(depth)), "head"]
+    model = Staged([embedding, *blocks, ViTHead(dim, num_classes, pool)], names)
     _init_weights(model)
     return model
 

@@ -116,7 +116,7 @@ def test_a_changed_analysis_setting_reruns_its_analysis(finished_run):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     jobs = planned_jobs(result.stdout)
-    assert jobs["separation"] == 3 and "train" not in jobs and "composite" not in jobs
+    assert jobs["separation"] == 4 and "train" not in jobs and "composite" not in jobs
 
 
 @pytest.mark.slow

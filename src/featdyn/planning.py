@@ -259,6 +259,14 @@ def run_depths(config: Config, section: str, run: str) -> list[int]:
     return list(config[part][key])
 
 
+def dataset_files(config: Config, dataset: str) -> list[str]:
+    """Files a dataset is read from that the workflow should watch: an `arrays` source's .npz (a change
+    refetches it and reruns what depends on it); nothing for generated or downloaded sources, and
+    nothing for an image folder (a tree, whose contents Snakemake does not track)."""
+    entry = config["datasets"][dataset]
+    return [entry["path"]] if entry["source"] == "arrays" else []
+
+
 # --- corrupted test sets --------------------------------------------------------------------------
 
 

@@ -7,6 +7,7 @@ from featdyn.planning import (
     analysed_runs,
     composite_file,
     composite_keys,
+    dataset_files,
     figure_depth,
     figure_depth_labels,
     imported_runs,
@@ -54,6 +55,10 @@ def corrupted_h5(wildcards):
     if parse_corrupted_set(wildcards.eval_set) is None:
         return []
     return f"results/data/{config['runs'][wildcards.run]['dataset']}-c.h5"
+
+
+def dataset_sources(wildcards):
+    return dataset_files(config, wildcards.dataset)
 
 
 def dataset_options(wildcards):

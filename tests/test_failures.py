@@ -44,7 +44,7 @@ from featdyn.train import (
 ROOT = Path(__file__).parents[1]
 TESTS = Path(__file__).parent
 STORE = "results/runs/m1d-clean/checkpoints.h5"
-REBUILD_BY_TRAIN = "It is rebuilt by rule `train`: delete it and run snakemake again."
+REBUILD_BY_TRAIN = "It is rebuilt by rule `train` or `import_run`: delete it and run snakemake again."
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -94,7 +94,10 @@ def test_non_hdf5_store_names_the_file(tiny_store_path, tmp_path):
 
 def test_missing_store_says_which_rule_builds_it(tmp_path):
     path = tmp_path / STORE
-    assert message_of(path) == f"`{path}` does not exist. It is built by rule `train`: run snakemake again."
+    assert (
+        message_of(path)
+        == f"`{path}` does not exist. It is built by rule `train` or `import_run`: run snakemake again."
+    )
 
 
 def test_store_of_an_older_layout_names_the_missing_dataset_and_the_version(tiny_store_path, tmp_path):
@@ -148,7 +151,7 @@ def test_a_read_error_inside_a_reader_names_the_file(tmp_path):
 READERS = {
     "results/data/mnist1d.h5": ("download", read_dataset),
     "results/data/mnist1d-c.h5": ("corrupt", corrupted_sets),
-    "results/runs/r/checkpoints.h5": ("train", CheckpointStore),
+    "results/runs/r/checkpoints.h5": ("train` or `import_run", CheckpointStore),
     "results/runs/r/continue/reinit_d2/checkpoints.h5": ("continue_reinit", CheckpointStore),
     "results/runs/r/composite/gaussian_blur-5_d2.h5": ("composite", read_band),
     "results/runs/r/composite/test_d1.h5": ("composite", lambda p: memory_window_frame([({}, p)])),

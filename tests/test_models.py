@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from featdyn.models import MODELS, build_model, n_parameters, split
+from featdyn.models import MODELS, build_model, depth_name, n_parameters, split
 
 SHAPES = {
     "resnet20": (3, 32, 32),
@@ -14,6 +14,7 @@ SHAPES = {
     "cnn": (3, 16, 16),
     "linear_net": (40,),
     "same_shape_cnn": (1, 8, 8),
+    "vit": (40,),
 }
 
 
@@ -71,3 +72,27 @@ def test_split_rejects_missing_depth():
 def test_unknown_model_names_the_choices():
     with pytest.raises(ValueError, match="resnet20"):
         build_model("vgg", (3, 32, 32), 10)
+
+
+def test_stages_have_short_distinct_names():
+    assert build_model("resnet20", (3, 32, 32), 10).stage_names == [
+        "stem",
+        *(f"block{g}.{i}" for g in (1, 2, 3) for i in (1, 2, 3)),
+        "head",
+    ]
+    assert build_model("bottleneck_mlp", (40,), 10).stage_names == ["hidden", "bottleneck", "head"]
+    assert build_model("vit", (40,), 10, depth=2).stage_names == ["embed", "block1", "block2", "head"]
+    for name in sorted(SHAPES):
+        names = build_model(name, SHAPES[name], 10).stage_names
+        assert len(set(names)) == len(names) == build_model(name, SHAPES[name], 10).n_stages
+    assert depth_name(build_model("cnn", (3, 16, 16), 10), 2) == "conv2"  # depth 2: after the second stage
+
+
+def test_names_with_a_colon_are_outside_models():
+    model = build_model("torchvision:resnet18", (3, 32, 32), 7)
+    assert (
+        model.n_stages == 10
+        and model.stage_names[0] == "conv1…maxpool"
+        and model.stage_names[1] == "layer1.0"
+    )
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 7)

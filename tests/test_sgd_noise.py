@@ -268,7 +268,9 @@ def test_isotropy_keys_and_memory_depths() -> None:
     config["composite"].update(runs=["m1d-clean"], depths=[2])
     keys = isotropy_keys(config)
     assert keys[:6] == [("m1d-clean", e, d) for e in (0, 2, 4) for d in (1, 2)]
-    assert len(keys) == 3 * 3 * 2 and {r for r, _, _ in keys} == set(config["runs"])
+    assert {r for r, _, _ in keys} == set(config["runs"])
+    assert len(keys) == 3 * 3 * 2 + 3  # m1d-vit has its own isotropy depths: [3]
+    assert [d for r, _, d in keys if r == "m1d-vit"] == [3, 3, 3]
     assert isotropy_keys(config, figure_only=True)[:2] == [("m1d-clean", 4, 1), ("m1d-clean", 4, 2)]
     config["isotropy"]["figure_epoch"] = 0
     assert {e for _, e, _ in isotropy_keys(config, figure_only=True)} == {0}

@@ -118,7 +118,7 @@ def test_a_changed_analysis_setting_reruns_its_analysis(finished_run):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     jobs = planned_jobs(result.stdout)
-    assert jobs["separation"] == 3 and "train" not in jobs and "composite" not in jobs
+    assert jobs["separation"] == 4 and "train" not in jobs and "composite" not in jobs
 
 
 @pytest.mark.slow
@@ -221,7 +221,7 @@ def test_a_damaged_checkpoint_store_fails_its_dependent_job_with_the_file_named(
     message = (
         f"UnusableInputError: `results/runs/m1d-clean/checkpoints.h5` is truncated: {size // 3} of its "
         f"{size} bytes are there (a full disk, a killed write or a copy that stopped half-way). "
-        "It is rebuilt by rule `train`: delete it and run snakemake again."
+        "It is rebuilt by rule `train` or `import_run`: delete it and run snakemake again."
     )
     assert message in result.stderr, result.stderr[-3000:]
     assert message in (workdir / "results/logs/separation/m1d-clean.log").read_text()
@@ -240,6 +240,6 @@ def test_a_stale_checkpoint_store_is_reported_instead_of_analysed(finished_run, 
     assert result.returncode != 0
     assert (
         "`results/runs/m1d-clean/checkpoints.h5` is stale: it was written for another config "
-        "(run.epochs: 4 in the file, 5 in this job's config). It is rebuilt by rule `train`: delete it "
-        "and run snakemake again."
+        "(run.epochs: 4 in the file, 5 in this job's config). It is rebuilt by rule `train` or "
+        "`import_run`: delete it and run snakemake again."
     ) in result.stderr, result.stderr[-3000:]

@@ -14,6 +14,8 @@ can only lose the epoch in progress. When training ends the shards are assembled
   for label noise and the dataset's true labels (configured runs; docs/definitions.md §11);
 - attributes `model` (JSON: name, sample shape, classes, options) and `config` (provenance; for a
   configured run it holds `label_noise`: kind, requested rate and realised wrong share).
+  A store imported from outside checkpoints (`featdyn.importing`) also has `imported_from` (the
+  checkpoint pattern) and no optimizer state (a serialised None per epoch).
 """
 
 from __future__ import annotations
@@ -109,6 +111,9 @@ class CheckpointStore:
             self.epochs: list[int] = f["epochs"][()].tolist()
             self.model_spec: dict[str, Any] = json.loads(f.attrs["model"])
             self.config: dict[str, Any] = json.loads(f.attrs.get("config", "{}"))
+            self.imported_from: str | None = (
+                str(f.attrs["imported_from"]) if "imported_from" in f.attrs else None
+            )
             self.state_names: list[str] = list(f["state"].keys())
             group = f["metrics"]
             self.metrics = pd.DataFrame({k: group[k][()] for k in group.attrs.get("columns", list(group))})

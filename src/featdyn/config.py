@@ -24,20 +24,31 @@ from typing import Any
 
 import yaml
 
-from featdyn.data import SAMPLE_SHAPES, SOURCES
-from featdyn.models import MODELS
+from featdyn.data import EXTERNAL_SOURCES, SAMPLE_SHAPES, SOURCES, is_external_source
+from featdyn.importing import CheckpointImportError, check_external_checkpoints
+from featdyn.models import MODELS, is_external_model
 from featdyn.planning import (
     DATASET_SECTIONS,
+    DEPTH_SECTIONS,
     analysed_runs,
     available_corruptions,
     corrupted_eval_sets,
     dataset_corruptions,
+    dataset_shape,
     feature_size,
+    figure_depth,
+    has_own_depths,
+    is_imported,
     isotropy_epochs,
     mislabel_runs,
     mislabel_score_names,
+    model_structure,
     n_stages,
+    not_analysable,
     overlays,
+    run_depths,
+    run_model,
+    saved_epochs,
     section_dataset,
     surrogate_epochs,
     trajectory_runs,
@@ -214,13 +225,11 @@ def job_settings(section: Mapping[str, Any], settings_class: type) -> dict[str, 
 
 def check_config(config: Mapping[str, Any]) -> None:
     """Raise ConfigError on the first semantic problem (unknown names, depths, epochs, corruptions)."""
-    datasets, recipes, runs = config["datasets"], config["recipes"], config["runs"]
+    datasets, runs = config["datasets"], config["runs"]
     for name, dataset in datasets.items():
-        _one_of(f"datasets.{name}.source", dataset["source"], SOURCES)
+        check_dataset(name, dataset)
     for name, run in runs.items():
-        _one_of(f"runs.{name}.dataset", run["dataset"], sorted(datasets))
-        _one_of(f"runs.{name}.model", run["model"], sorted(MODELS))
-        _one_of(f"runs.{name}.recipe", run["recipe"], sorted(recipes))
+        check_run(config, name, run)
     for section in ANALYSIS_RUN_LISTS:
         key = ".".join(section)
         node = config
@@ -228,7 +237,11 @@ def check_config(config: Mapping[str, Any]) -> None:
             node = node[part]
         for name in node["runs"] or []:
             _one_of(f"{key}.runs", name, sorted(runs))
-    for section in ("composite", "isotropy", "dynamics", "interventions", "surrogates", "ensembles"):
+            reason = not_analysable(config, section, name)
+            if reason is not None:
+                _fail(f"{key}.runs", f"run {name!r} cannot be analysed here: {reason}")
+    check_depths(config)
+    for section in ("surrogates", "ensembles"):  # section-wide depth lists (no per-run override)
         for name in analysed_runs(config, section):
             for depth in config[section]["depths"]:
                 _check_depth(f"{section}.depths", depth, name, runs[name], datasets)
@@ -237,6 +250,13 @@ def check_config(config: Mapping[str, Any]) -> None:
             _one_of(f"pairs.{name}.{side}", pair[side], sorted(runs))
         if runs[pair["noisy"]]["dataset"] != runs[pair["clean"]]["dataset"]:
             _fail(f"pairs.{name}", f"runs {pair['clean']!r} and {pair['noisy']!r} must use the same dataset")
+        sides = [(run_depths(config, "composite", r), figure_depth(config, r)) for r in pair.values()]
+        if sides[0] != sides[1]:
+            _fail(
+                f"pairs.{name}",
+                f"runs {pair['clean']!r} and {pair['noisy']!r} are compared depth by depth, but their "
+                f"composite depths and figure depths differ: {sides[0]} and {sides[1]}",
+            )
     check_corruptions(config)
     check_dynamics(config)
     check_isotropy(config)
@@ -252,6 +272,80 @@ def even_images(shape: Sequence[int]) -> bool:
     return len(shape) == 3 and shape[1] % 2 == 0 and shape[2] % 2 == 0
 
 
+def check_dataset(name: str, entry: Mapping[str, Any]) -> None:
+    """A built-in source, or an outside one whose files give a sample shape and classes now."""
+    source = entry["source"]
+    if not is_external_source(source):
+        _one_of(f"datasets.{name}.source", source, [*SOURCES, *EXTERNAL_SOURCES])
+        return
+    try:
+        shape, _ = dataset_shape(entry)
+    except Exception as err:  # missing files, wrong layout, unreadable headers
+        _fail(f"datasets.{name}", f"the {source!r} dataset cannot be read: {err}")
+    normalize = entry["normalize"]
+    if isinstance(normalize, Mapping):
+        channels = shape[0] if len(shape) >= 2 else 1
+        for stat in ("mean", "std"):
+            values = normalize[stat] if isinstance(normalize[stat], list) else [normalize[stat]]
+            if len(values) not in (1, channels):
+                _fail(
+                    f"datasets.{name}.normalize.{stat}",
+                    f"{len(values)} values for inputs of shape {shape}: give one, or one per channel "
+                    f"({channels})",
+                )
+
+
+def check_run(config: Mapping[str, Any], name: str, run: Mapping[str, Any]) -> None:
+    """Dataset, model (outside models are built and their stages verified now), recipe, and for an
+    imported run its checkpoint files (found, readable, the first one fitting the model)."""
+    _one_of(f"runs.{name}.dataset", run["dataset"], sorted(config["datasets"]))
+    if not is_external_model(run["model"]):
+        _one_of(f"runs.{name}.model", run["model"], sorted(MODELS))
+    try:
+        model_structure(run, config["datasets"])
+    except Exception as err:  # a factory, stage map or option that does not work
+        _fail(f"runs.{name}.model", f"model {run['model']!r} cannot be built: {type(err).__name__}: {err}")
+    if "recipe" in run:
+        _one_of(f"runs.{name}.recipe", run["recipe"], sorted(config["recipes"]))
+    if not is_imported(run):
+        missing = [key for key in ("recipe", "epochs") if key not in run]
+        if missing:
+            _fail(f"runs.{name}", f"a trained run needs {missing}; or give `checkpoints` to import the run")
+        return
+    if "epochs" in run:
+        _fail(
+            f"runs.{name}.epochs",
+            "imported runs take their epochs from the files (choose with `checkpoint_epochs`)",
+        )
+    if run["label_noise"]:
+        _fail(
+            f"runs.{name}.label_noise",
+            "an imported run was trained on its dataset's labels (put noisy labels into the dataset instead)",
+        )
+    try:
+        found = check_external_checkpoints(
+            run["checkpoints"], run["checkpoint_epochs"], run_model(run, config["datasets"])
+        )
+    except (CheckpointImportError, OSError) as err:
+        _fail(f"runs.{name}.checkpoints", str(err))
+    if len(found) < 2:
+        _fail(f"runs.{name}.checkpoints", f"found the epochs {list(found)}: the analyses need at least two")
+
+
+def check_depths(config: Mapping[str, Any]) -> None:
+    """Every depth of every run in every section with a depth list exists for the run's model."""
+    runs, datasets = config["runs"], config["datasets"]
+    for section, (part, key) in DEPTH_SECTIONS.items():
+        for name in analysed_runs(config, part):
+            where = f"runs.{name}.depths" if has_own_depths(config, section, name) else f"{part}.{key}"
+            for depth in run_depths(config, section, name):
+                _check_depth(where, depth, name, runs[name], datasets)
+    chosen = config["composite"]["figure_depth"]
+    for name in analysed_runs(config, "composite"):
+        if chosen is not None and not has_own_depths(config, "composite", name):
+            _check_depth("composite.figure_depth", chosen, name, runs[name], datasets)
+
+
 def check_eval_set(key: str, name: str, config: Mapping[str, Any], dataset: str) -> None:
     _one_of(key, name, ["test", "train", *corrupted_eval_sets(config, dataset)])
 
@@ -264,7 +358,7 @@ def check_corruptions(config: Mapping[str, Any]) -> None:
     for dataset, options in datasets.items():
         key = f"corruptions.datasets.{dataset}" if dataset in section["datasets"] else "corruptions.default"
         for name in dataset_corruptions(config, dataset):
-            _one_of(key, name, available_corruptions(options["source"]))
+            _one_of(key, name, available_corruptions(options))
     for eval_set in config["composite"]["eval_sets"]:
         for run in analysed_runs(config, "composite"):
             check_eval_set("composite.eval_sets", eval_set, config, runs[run]["dataset"])
@@ -353,31 +447,29 @@ def check_dynamics(config: Mapping[str, Any]) -> None:
     for name in analysed_runs(config, "dynamics", "pca"):
         _check_depth("dynamics.pca.depth", pca["depth"], name, runs[name], datasets)
         if pca["reference_epoch"] is not None:
-            _check_saved_epoch("dynamics.pca.reference_epoch", pca["reference_epoch"], name, runs[name], True)
+            _check_saved_epoch("dynamics.pca.reference_epoch", pca["reference_epoch"], name, config, True)
     interventions = config["interventions"]
     for name in analysed_runs(config, "interventions"):
-        for depth in interventions["reinit_depths"]:
-            _check_depth("interventions.reinit_depths", depth, name, runs[name], datasets)
         if interventions["freeze_epoch"] is not None:
-            _check_saved_epoch("interventions.freeze_epoch", interventions["freeze_epoch"], name, runs[name])
+            _check_saved_epoch("interventions.freeze_epoch", interventions["freeze_epoch"], name, config)
 
 
 def check_isotropy(config: Mapping[str, Any]) -> None:
     """Checkpoint epochs of the SGD-noise anisotropy section (definitions §4)."""
-    section, runs = config["isotropy"], config["runs"]
+    section = config["isotropy"]
     for name in analysed_runs(config, "isotropy"):
         for epoch in section["epochs"]:
-            _check_saved_epoch("isotropy.epochs", epoch, name, runs[name], last_ok=True)
+            _check_saved_epoch("isotropy.epochs", epoch, name, config, last_ok=True)
         if section["figure_epoch"] is not None:
             _one_of("isotropy.figure_epoch", section["figure_epoch"], isotropy_epochs(config, name))
 
 
 def check_surrogates(config: Mapping[str, Any]) -> None:
     """Reference epochs and figure choices of the generalization surrogates (definitions §12)."""
-    section, runs = config["surrogates"], config["runs"]
+    section = config["surrogates"]
     for name in analysed_runs(config, "surrogates"):
         for epoch in section["epochs"]:
-            _check_saved_epoch("surrogates.epochs", epoch, name, runs[name], last_ok=True)
+            _check_saved_epoch("surrogates.epochs", epoch, name, config, last_ok=True)
         if not surrogate_epochs(config, name):
             _fail("surrogates.stride", f"run {name!r} has no saved epoch after 0 to analyse")
     if section["figure_depth"] is not None:
@@ -391,7 +483,7 @@ def check_ensembles(config: Mapping[str, Any]) -> None:
     section, runs = config["ensembles"], config["runs"]
     for name in analysed_runs(config, "ensembles"):
         if section["epoch"] is not None:
-            _check_saved_epoch("ensembles.epoch", section["epoch"], name, runs[name], last_ok=True)
+            _check_saved_epoch("ensembles.epoch", section["epoch"], name, config, last_ok=True)
         allowed = ["test", *corrupted_eval_sets(config, runs[name]["dataset"])]
         for eval_set in section["eval_sets"]:
             _one_of("ensembles.eval_sets", eval_set, allowed)
@@ -409,7 +501,7 @@ def check_mislabel(config: Mapping[str, Any]) -> None:
         for depth in section["depths"]:
             _check_depth("mislabel.depths", depth, name, runs[name], datasets)
         for epoch in section["reference_epochs"]:
-            _check_saved_epoch("mislabel.reference_epochs", epoch, name, runs[name], last_ok=True)
+            _check_saved_epoch("mislabel.reference_epochs", epoch, name, config, last_ok=True)
         for score in section["figure_scores"] or []:
             _one_of("mislabel.figure_scores", score, mislabel_score_names(config, name))
     for name in retrain["runs"] or []:
@@ -434,15 +526,18 @@ def _check_depth(
 
 
 def _check_saved_epoch(
-    key: str, epoch: int, name: str, run: Mapping[str, Any], last_ok: bool = False
+    key: str, epoch: int, name: str, config: Mapping[str, Any], last_ok: bool = False
 ) -> None:
-    """`epoch` must be saved by the run (0, a multiple of save_every, or the last) and, unless
-    `last_ok`, come before the last epoch."""
-    epochs, every = run["epochs"], run["save_every"]
-    saved = epoch == epochs or (0 <= epoch < epochs and epoch % every == 0)
-    if not saved or (epoch == epochs and not last_ok):
-        allowed = f"at most {epochs}" if last_ok else f"before the last epoch {epochs}"
-        _fail(key, f"{epoch} is not allowed for run {name!r}: a saved epoch (save_every = {every}) {allowed}")
+    """`epoch` must be in the run's checkpoint store (a trained run's saved epochs: 0, the multiples of
+    save_every, the last; an imported run's imported epochs) and, unless `last_ok`, not be the last."""
+    saved = saved_epochs(config, name)
+    if epoch not in saved or (epoch == saved[-1] and not last_ok):
+        run = config["runs"][name]
+        which = (
+            "an imported epoch" if is_imported(run) else f"a saved epoch (save_every = {run['save_every']})"
+        )
+        allowed = f"at most {saved[-1]}" if last_ok else f"before the last epoch {saved[-1]}"
+        _fail(key, f"{epoch} is not allowed for run {name!r}: {which} {allowed}; saved: {saved}")
 
 
 # --- documentation and the command line -----------------------------------------------------------

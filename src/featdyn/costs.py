@@ -21,10 +21,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from featdyn.data import sample_shape
 from featdyn.planning import (
     Config,
     checkpoint_epochs,
+    dataset_shape,
     freeze_epoch,
     run_model,
     saved_epochs,
@@ -92,7 +92,7 @@ def forward_flops(config: Config, run: str) -> float:
     import json
 
     spec = config["runs"][run]
-    shape = sample_shape(config["datasets"][spec["dataset"]])
+    shape, _ = dataset_shape(config["datasets"][spec["dataset"]])
     return _forward_flops(spec["model"], tuple(shape), json.dumps(spec["model_options"], sort_keys=True))
 
 
@@ -125,7 +125,7 @@ def _training_seconds(config: Config, run: str, epochs: int) -> float:
 def _data_mb(config: Config, run: str) -> float:
     spec = config["runs"][run]
     n_train, n_test = dataset_sizes(config["datasets"][spec["dataset"]])
-    numel = math.prod(sample_shape(config["datasets"][spec["dataset"]]))
+    numel = math.prod(dataset_shape(config["datasets"][spec["dataset"]])[0])
     return 3 * (n_train + n_test) * numel * 4 / 2**20  # raw, float and normalised copies
 
 
@@ -194,7 +194,7 @@ def isotropy_resources(config: Config, run: str) -> dict[str, int]:
 def phase_cell_resources(config: Config) -> dict[str, int]:
     """One phase-sweep cell: every seed of the deep BN MLP on the training subset."""
     section = config["phase"]
-    shape = sample_shape(config["datasets"][section["dataset"]])
+    shape, _ = dataset_shape(config["datasets"][section["dataset"]])
     side = section["image_size"]
     inputs = math.prod(shape) if side is None or len(shape) == 1 else shape[0] * side * side
     flops = 2 * (inputs * section["width"] + section["n_hidden"] * section["width"] ** 2)

@@ -2,13 +2,16 @@
 
 Layout of `results/data/{dataset}.h5`: `train/x`, `train/y`, `test/x`, `test/y` (images as uint8
 (N, C, H, W), signals as float32 (N, L)), attributes `source`, `classes`, `sample_shape`, `checksum`
-(sha256 of the raw files) and the config subtree that made it.
+(sha256 of the raw files), `normalize` (JSON: how inputs are normalised before a model sees them,
+`input_normalizer`) and the config subtree that made it. Sources from outside featdyn (`folder`,
+`arrays`, `torchvision:<ClassName>`) are fetched by `featdyn.external_data`.
 """
 
 from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -68,6 +71,8 @@ TORCHVISION: dict[str, TorchvisionSource] = {
 EMBEDDED = {"mnist1d": 10, "digits": 10}
 SOURCES = sorted([*TORCHVISION, *EMBEDDED])
 CLASSES = {**{name: spec.classes for name, spec in TORCHVISION.items()}, **EMBEDDED}
+EXTERNAL_SOURCES = ("folder", "arrays", "torchvision:<ClassName>")
+"""Sources from outside featdyn (`featdyn.external_data`)."""
 SAMPLE_SHAPES: dict[str, tuple[int, ...]] = {
     "mnist": (1, 28, 28),
     "fashion_mnist": (1, 28, 28),
@@ -105,10 +110,31 @@ class Arrays:
     y_test: np.ndarray
     classes: int
     source: str
+    normalize: str | Mapping[str, Any] = "featdyn"
+    """`featdyn`, `none` or `{mean, std}` (dataset config key `normalize`, see `input_normalizer`)."""
 
     @property
     def sample_shape(self) -> tuple[int, ...]:
         return tuple(self.x_train.shape[1:])
+
+
+# --- sources -----------------------------------------------------------------------------------
+
+
+def is_external_source(source: str) -> bool:
+    """Whether a dataset source comes from outside featdyn: `folder`, `arrays`, `torchvision:<Class>`."""
+    return source in ("folder", "arrays") or source.startswith("torchvision:")
+
+
+def describe_dataset(entry: Mapping[str, Any]) -> tuple[tuple[int, ...], int]:
+    """(sample shape, number of classes) of a `datasets` entry without fetching it: from the tables of
+    the built-in sources, or cheaply from the files of an outside one (`describe_external`)."""
+    source = entry["source"]
+    if is_external_source(source):
+        from featdyn.external_data import describe_external  # builds on this module
+
+        return describe_external(source, entry)
+    return sample_shape(entry), CLASSES[source]
 
 
 # --- fetching ----------------------------------------------------------------------------------
@@ -118,12 +144,19 @@ def fetch(source: str, options: Mapping[str, Any], cache_dir: str | os.PathLike)
     """Fetch dataset `source` with its `datasets` entry `options` (defaults filled, as
     `featdyn.config.dataset_entry` gives them) and the global `mirror_dirs`."""
     if source == "mnist1d":
-        return _mnist1d(int(options["num_samples"]), int(options["seed"]))
-    if source == "digits":
-        return _digits(float(options["test_fraction"]), int(options["seed"]))
-    if source in TORCHVISION:
-        return _torchvision(source, options, Path(cache_dir))
-    raise ValueError(f"unknown dataset source {source!r}; available: {SOURCES}")
+        arrays = _mnist1d(int(options["num_samples"]), int(options["seed"]))
+    elif source == "digits":
+        arrays = _digits(float(options["test_fraction"]), int(options["seed"]))
+    elif source in TORCHVISION:
+        arrays = _torchvision(source, options, Path(cache_dir))
+    elif is_external_source(source):
+        from featdyn.external_data import fetch_external
+
+        arrays = fetch_external(source, options, cache_dir)
+    else:
+        raise ValueError(f"unknown dataset source {source!r}; available: {[*SOURCES, *EXTERNAL_SOURCES]}")
+    arrays.normalize = options["normalize"]
+    return arrays
 
 
 def _mnist1d(num_samples: int, seed: int) -> Arrays:
@@ -267,6 +300,7 @@ def write_dataset(arrays: Arrays, path: str | os.PathLike, provenance: Mapping[s
             classes=arrays.classes,
             sample_shape=arrays.sample_shape,
             checksum=raw_checksum(arrays),
+            normalize=json.dumps(arrays.normalize, sort_keys=True),
         )
 
 
@@ -279,6 +313,7 @@ def read_dataset(path: str | os.PathLike) -> Arrays:
             f["test/y"][()],
             int(f.attrs["classes"]),
             str(f.attrs["source"]),
+            json.loads(f.attrs["normalize"]) if "normalize" in f.attrs else "featdyn",
         )
 
 
@@ -362,11 +397,37 @@ def normalize(x: np.ndarray, mean: torch.Tensor, std: torch.Tensor) -> torch.Ten
     return (to_float(x) - mean) / std
 
 
+def input_normalizer(arrays: Arrays) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (mean, std) every model input of the dataset is normalised with, x -> (x - mean) / std of
+    its `to_float` values (images in [0, 1]). `featdyn`: the training-set statistics (`normalizer`);
+    `none`: no normalisation; `{mean, std}`: given constants, one per channel or one for all (as
+    torchvision's `Normalize`) -- the normalisation an outside training script used."""
+    rule = arrays.normalize
+    if rule == "featdyn":
+        return normalizer(to_float(arrays.x_train))
+    if rule == "none":
+        return torch.zeros(1), torch.ones(1)
+    ndim = arrays.x_train.ndim
+    channels = arrays.x_train.shape[1] if ndim >= 3 else 1
+    stats = []
+    for key in ("mean", "std"):
+        values = torch.as_tensor(rule[key], dtype=torch.float32).flatten()
+        if len(values) not in (1, channels):
+            raise ValueError(
+                f"dataset option normalize.{key} has {len(values)} values; give one, or one per channel "
+                f"({channels})"
+            )
+        stats.append(values.reshape(-1, *[1] * (ndim - 2)) if len(values) > 1 else values)
+    if not bool((stats[1] > 0).all()):
+        raise ValueError(f"dataset option normalize.std must be positive, not {rule['std']}")
+    return stats[0], stats[1]
+
+
 def tensor_data(
     arrays: Arrays, device: str | torch.device = "cpu", train_labels: np.ndarray | None = None
 ) -> TensorData:
-    """Normalise with training-set statistics and move everything to `device` once."""
-    mean, std = normalizer(to_float(arrays.x_train))
+    """Normalise (`input_normalizer`) and move everything to `device` once."""
+    mean, std = input_normalizer(arrays)
     y_train = arrays.y_train if train_labels is None else train_labels
     return TensorData(
         normalize(arrays.x_train, mean, std).to(device),
@@ -443,7 +504,7 @@ def evaluation_set(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Inputs and true labels of an evaluation set: `test`, a seeded subset of `train`, or a corrupted
     test set `<corruption>-<severity>` from the `{dataset}-c.h5` file at `corrupted_path`, normalised
-    with the clean training statistics like `test`."""
+    like `test` (`input_normalizer`)."""
     if name == "test":
         return tensors.x_test, tensors.y_test
     if name == "train":
@@ -458,7 +519,7 @@ def evaluation_set(
     if corrupted_path is None:
         raise ValueError(f"evaluation set {name!r} is a corrupted test set: pass the path of its -c.h5 file")
     x, y = read_corrupted_set(corrupted_path, *parsed)
-    mean, std = normalizer(to_float(arrays.x_train))
+    mean, std = input_normalizer(arrays)
     device = tensors.x_test.device
     return normalize(x, mean, std).to(device), torch.as_tensor(y, dtype=torch.long, device=device)
 

@@ -25,6 +25,7 @@ PRODUCERS: tuple[tuple[str, str], ...] = (
     ("results/data/{dataset}.h5", "download"),
     ("results/runs/{run}/mislabel/{variant}/checkpoints.h5", "mislabel_retrain"),
     ("results/runs/{run}/checkpoints.h5", "train"),
+    ("results/runs/{run}/checkpoints.h5", "import_run"),
     ("results/runs/{run}/continue/freeze_d{depth}/checkpoints.h5", "continue_frozen"),
     ("results/runs/{run}/continue/reinit_d{depth}/checkpoints.h5", "continue_reinit"),
     ("results/runs/{run}/composite/{eval_set}_d{depth}.h5", "composite"),
@@ -69,9 +70,22 @@ def producing_rule(path: str | os.PathLike) -> str | None:
     return next((rule for regex, rule in _PRODUCER_REGEXES if regex.search(posix)), None)
 
 
+def producing_rules(path: str | os.PathLike) -> list[str]:
+    """The workflow rules whose output pattern `path` matches first (a run's store: `train`, or
+    `import_run` for an imported run)."""
+    posix = Path(path).as_posix()
+    matched = [
+        (pattern, rule)
+        for (pattern, rule), (regex, _) in zip(PRODUCERS, _PRODUCER_REGEXES)
+        if regex.search(posix)
+    ]
+    return [rule for pattern, rule in matched if pattern == matched[0][0]]
+
+
 def remedy(path: str | os.PathLike, missing: bool = False) -> str:
     """What to do about an unusable file: which rule rebuilds it, and to delete it first."""
-    rule = producing_rule(path)
+    rules = producing_rules(path)
+    rule = "` or `".join(rules) if rules else None
     if missing:
         builder = f"rule `{rule}`" if rule else "the step that writes it"
         return f"It is built by {builder}: run snakemake again."

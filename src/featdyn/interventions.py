@@ -29,6 +29,17 @@ def run_tensors(store: CheckpointStore, arrays: Arrays, device: str = "cpu") -> 
     return tensor_data(arrays, device, train_labels=store.labels["train"])
 
 
+def require_trained(store: CheckpointStore) -> None:
+    """Refuse a store imported from outside checkpoints: a continuation replays featdyn's own training
+    (its optimizer state, data order, label noise and recipe), which an imported run does not have."""
+    if store.imported_from is not None:
+        raise ValueError(
+            f"{store.path} was imported from {store.imported_from}: it has no optimizer state and no "
+            "training featdyn can replay, so freezing and re-initialisation continuations cannot start "
+            "from it (leave the run out of interventions.runs)"
+        )
+
+
 def continue_frozen(
     store: CheckpointStore,
     data: TensorData,
@@ -45,8 +56,9 @@ def continue_frozen(
     """Continue the run from its checkpoint at `from_epoch` to `spec.epochs` with stages ≤ d frozen.
 
     Weights, optimizer state and the per-epoch data order are those of the original run, so
-    `frozen_depth = 0` replays it (bitwise on a CPU).
+    `frozen_depth = 0` replays it (bitwise on a CPU). Imported runs are refused (`require_trained`).
     """
+    require_trained(store)
     model = store.build_model()
     model.load_state_dict(store.state_dict(from_epoch))
     continuation = dataclasses.replace(spec, start_epoch=from_epoch, frozen_depth=frozen_depth)
@@ -77,7 +89,9 @@ def retrain_reinitialised(
     device: str = "cpu",
     progress: bool = False,
 ) -> pd.DataFrame:
-    """Keep stages ≤ d of the final network (frozen), re-initialise the rest (seeded), retrain."""
+    """Keep stages ≤ d of the final network (frozen), re-initialise the rest (seeded), retrain.
+    Imported runs are refused (`require_trained`)."""
+    require_trained(store)
     model = store.model_at(store.epochs[-1])
     torch.manual_seed(init_seed)
     reinitialise_deep_stages(model, store.build_model(), kept_depth)
@@ -201,10 +215,16 @@ def reinit_tables(
     return pd.DataFrame(summary), pd.concat(details, ignore_index=True)[columns]
 
 
-def freeze_curves(original: pd.DataFrame, continuations: Mapping[int, pd.DataFrame]) -> pd.DataFrame:
-    """Tidy (network, epoch, test_acc) of the original run and its continuations by frozen depth d."""
+def freeze_curves(
+    original: pd.DataFrame,
+    continuations: Mapping[int, pd.DataFrame],
+    stage_labels: Mapping[int, str] | None = None,
+) -> pd.DataFrame:
+    """Tidy (network, epoch, test_acc) of the original run and its continuations by frozen depth d
+    (named by `stage_labels`, e.g. `3 (block1.2)`, when given)."""
     frames = [original.assign(network="original")]
     for depth, metrics in sorted(continuations.items()):
-        name = "continued, nothing frozen" if depth == 0 else f"continued, stages ≤ {depth} frozen"
+        label = stage_labels[depth] if stage_labels and depth in stage_labels else depth
+        name = "continued, nothing frozen" if depth == 0 else f"continued, stages ≤ {label} frozen"
         frames.append(metrics.assign(network=name))
     return pd.concat(frames, ignore_index=True)[["network", "epoch", "test_acc"]]

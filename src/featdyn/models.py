@@ -1,7 +1,9 @@
 """Models as explicit chains of stages (docs/definitions.md notation `f = f_K ∘ … ∘ f_1`).
 
 Every model is a `Staged` network: `model.stages` is an `nn.ModuleList` and `model(x)` applies the
-stages in order. A split depth d cuts it into a shallow part `stages[:d]` and a deep part `stages[d:]`.
+stages in order. A split depth d cuts it into a shallow part `stages[:d]` and a deep part `stages[d:]`;
+`model.stage_names` names every stage (`stem`, `block2.1`, `head`, …; module names for models from
+outside), so depth d is "after stage `stage_names[d - 1]`" (`depth_name`).
 The CIFAR ResNets follow He et al. (2016) with option-A (zero-padding) shortcuts, as in akamaster's
 pytorch_resnet_cifar10: ResNet-20 has 269,722 parameters for 10 classes.
 """
@@ -16,11 +18,15 @@ from torch import nn
 
 
 class Staged(nn.Module):
-    """A network given as an explicit chain of stages."""
+    """A network given as an explicit chain of stages, each with a short name (default `stage<i>`)."""
 
-    def __init__(self, stages: Sequence[nn.Module]):
+    def __init__(self, stages: Sequence[nn.Module], names: Sequence[str] | None = None):
         super().__init__()
         self.stages = nn.ModuleList(stages)
+        names = [f"stage{i}" for i in range(len(self.stages))] if names is None else [str(n) for n in names]
+        if len(names) != len(self.stages) or len(set(names)) != len(names):
+            raise ValueError(f"{len(self.stages)} stages need as many distinct names, not {names}")
+        self.stage_names = names
 
     def forward(self, x: torch.Tensor, start: int = 0, stop: int | None = None) -> torch.Tensor:
         """Apply stages[start:stop] (all by default): `forward(x, 0, d)` is the shallow part h."""
@@ -42,6 +48,12 @@ def split(model: Staged, depth: int) -> tuple[nn.Sequential, nn.Sequential]:
 def check_depth(model: Staged, depth: int) -> None:
     if not 1 <= depth < model.n_stages:
         raise ValueError(f"split depth {depth} is not in 1..{model.n_stages - 1} for this model")
+
+
+def depth_name(model: Staged, depth: int) -> str:
+    """The name of the last shallow stage at split depth `depth`: the feature h is its output."""
+    check_depth(model, depth)
+    return model.stage_names[depth - 1]
 
 
 # --- ResNets (2-D for images, 1-D for signals) -------------------------------------------------
@@ -97,15 +109,17 @@ def resnet(
     stem_layers = [Unsqueeze()] if dim == 1 else []
     stem_layers += [conv(in_channels, widths[0], 3, padding=1, bias=False), bn(widths[0]), nn.ReLU()]
     stages: list[nn.Module] = [nn.Sequential(*stem_layers)]
+    names = ["stem"]
     in_planes = widths[0]
     for group, planes in enumerate(widths):
         for i in range(blocks_per_group):
             stride = 2 if group > 0 and i == 0 else 1
             stages.append(BasicBlock(in_planes, planes, stride, dim))
+            names.append(f"block{group + 1}.{i + 1}")
             in_planes = planes
     pool = nn.AdaptiveAvgPool1d(1) if dim == 1 else nn.AdaptiveAvgPool2d(1)
     stages.append(nn.Sequential(pool, nn.Flatten(), nn.Linear(in_planes, num_classes)))
-    model = Staged(stages)
+    model = Staged(stages, [*names, "head"])
     for module in model.modules():
         if isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d)):
             nn.init.kaiming_normal_(module.weight)
@@ -124,7 +138,7 @@ def mlp(in_features: int, num_classes: int, hidden: Sequence[int] = (256, 256)) 
         stages.append(nn.Sequential(*layers, nn.Linear(width, h), nn.ReLU()))
         width = h
     stages.append(nn.Linear(width, num_classes))
-    return Staged(stages)
+    return Staged(stages, [*(f"hidden{i + 1}" for i in range(len(hidden))), "head"])
 
 
 def bottleneck_mlp(in_features: int, num_classes: int, hidden: int = 100) -> Staged:
@@ -134,7 +148,8 @@ def bottleneck_mlp(in_features: int, num_classes: int, hidden: int = 100) -> Sta
             nn.Sequential(nn.Flatten(), nn.Linear(in_features, hidden), nn.ReLU()),
             nn.Linear(hidden, 2),
             nn.Linear(2, num_classes),
-        ]
+        ],
+        ["hidden", "bottleneck", "head"],
     )
 
 
@@ -159,7 +174,7 @@ def deep_mlp(
             layers.append(nn.Dropout(dropout))
         stages.append(nn.Sequential(*layers))
     stages.append(nn.Linear(width, num_classes))
-    return Staged(stages)
+    return Staged(stages, [*(f"hidden{i + 1}" for i in range(n_hidden)), "head"])
 
 
 def cnn(in_channels: int, num_classes: int, widths: Sequence[int] = (32, 64, 128)) -> Staged:
@@ -177,7 +192,7 @@ def cnn(in_channels: int, num_classes: int, widths: Sequence[int] = (32, 64, 128
         )
         channels = width
     stages.append(nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, num_classes)))
-    return Staged(stages)
+    return Staged(stages, [*(f"conv{i + 1}" for i in range(len(widths))), "head"])
 
 
 # --- paper 2: the orthogonally initialised linear network and the shape-keeping CNN -------------
@@ -259,6 +274,12 @@ def _numel(shape: Sequence[int]) -> int:
     return n
 
 
+def _vit(shape: Sequence[int], k: int, **options) -> Staged:
+    from featdyn.vit import vit  # featdyn.vit builds on Staged
+
+    return vit(shape, k, **options)
+
+
 ModelFactory = Callable[..., Staged]
 
 MODELS: dict[str, ModelFactory] = {
@@ -272,14 +293,30 @@ MODELS: dict[str, ModelFactory] = {
     "cnn": lambda shape, k, **kw: cnn(shape[0], k, **kw),
     "linear_net": lambda shape, k, **kw: linear_net(_numel(shape), k, **kw),
     "same_shape_cnn": lambda shape, k, **kw: same_shape_cnn(shape, k, **kw),
+    "vit": _vit,
 }
 """name → factory(sample_shape, num_classes, **options)."""
 
 
+def is_external_model(name: str) -> bool:
+    """Whether a model name names a factory from outside: `package.module:factory`,
+    `path/to/net.py:factory` or `torchvision:<name>` (see `featdyn.external`)."""
+    return ":" in name
+
+
 def build_model(name: str, sample_shape: Sequence[int], num_classes: int, **options) -> Staged:
-    """Build a registered model for inputs of `sample_shape` (without the batch axis)."""
+    """Build a registered model, or one from outside (a name with a colon, `featdyn.external`), for
+    inputs of `sample_shape` (without the batch axis). For outside models the options `stages`,
+    `split_at`, `weights_file` and `verify` are featdyn's; the others go to the factory."""
+    if is_external_model(name):
+        from featdyn.external import build_external  # imports featdyn.composite, which imports this
+
+        return build_external(name, tuple(sample_shape), num_classes, **options)
     if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; available: {sorted(MODELS)}")
+        raise ValueError(
+            f"unknown model {name!r}; available: {sorted(MODELS)}, or 'package.module:factory', "
+            "'path/to/net.py:factory', 'torchvision:<name>'"
+        )
     return MODELS[name](tuple(sample_shape), num_classes, **options)
 
 

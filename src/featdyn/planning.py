@@ -5,22 +5,23 @@ functions and nothing else; `featdyn.config` uses them to check a config before 
 
 from __future__ import annotations
 
+import functools
+import json
 import os
+import re
 import shutil
 from collections.abc import Mapping, Sequence
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from featdyn.checkpoints import strided_epochs
 from featdyn.corruptions import CIFAR_C_ALL, CIFAR_C_RELEASES, corruption_names
 from featdyn.data import (
-    CLASSES,
     DEBIAN_DATASET_DIRS,
-    SAMPLE_SHAPES,
     TORCHVISION,
     corrupted_set_name,
-    sample_shape,
+    describe_dataset,
 )
 from featdyn.mislabel import score_names
 from featdyn.models import Staged, build_model
@@ -32,32 +33,98 @@ Config = Mapping[str, Any]
 # --- runs and their models ------------------------------------------------------------------------
 
 
+def is_imported(run: Mapping[str, Any]) -> bool:
+    """Whether a run is imported from outside checkpoints (`checkpoints`) instead of trained."""
+    return run["checkpoints"] is not None
+
+
+def not_analysable(config: Config, section: Sequence[str], name: str) -> str | None:
+    """Why `section` cannot analyse run `name` (None when it can): isotropy needs the learning rate and
+    batch size of a recipe; interventions continue featdyn's own training (optimizer state, data order)."""
+    run = config["runs"][name]
+    if tuple(section) == ("isotropy",) and is_imported(run) and "recipe" not in run:
+        return "it is imported without a `recipe` (the learning rate and batch size of the SGD steps)"
+    if tuple(section) == ("interventions",) and is_imported(run):
+        return (
+            "it is imported: continuations replay featdyn's own training (optimizer state, data order), "
+            "which an imported run does not have"
+        )
+    return None
+
+
 def analysed_runs(config: Config, *section: str) -> list[str]:
     """Runs of an analysis section (e.g. `"composite"` or `"dynamics", "pca"`): its `runs` list, or
-    every run when it is null (`[]` analyses none)."""
+    when it is null every run the section can analyse (`not_analysable`); `[]` analyses none."""
     node = config
     for key in section:
         node = node[key]
-    return list(config["runs"]) if node["runs"] is None else list(node["runs"])
+    if node["runs"] is not None:
+        return list(node["runs"])
+    return [name for name in config["runs"] if not_analysable(config, section, name) is None]
+
+
+def dataset_shape(entry: Mapping[str, Any]) -> tuple[tuple[int, ...], int]:
+    """(sample shape, classes) of a `datasets` entry (`describe_dataset`), once per distinct entry."""
+    return _described(json.dumps(entry, sort_keys=True))
+
+
+@functools.cache
+def _described(entry_json: str) -> tuple[tuple[int, ...], int]:
+    shape, classes = describe_dataset(json.loads(entry_json))
+    return tuple(shape), int(classes)
 
 
 def run_model(run: Mapping[str, Any], datasets: Mapping[str, Any]) -> Staged:
     """A freshly initialised model of a run, for its dataset's sample shape and classes."""
-    entry = datasets[run["dataset"]]
-    return build_model(run["model"], sample_shape(entry), CLASSES[entry["source"]], **run["model_options"])
+    shape, classes = dataset_shape(datasets[run["dataset"]])
+    return build_model(run["model"], shape, classes, **run["model_options"])
+
+
+@dataclass(frozen=True)
+class ModelStructure:
+    """What the planning needs of a run's model: its stage names and the feature size at each depth."""
+
+    stage_names: tuple[str, ...]
+    feature_sizes: tuple[int, ...]
+    """Values per sample of the feature at depth d = 1..K-1 (index d - 1)."""
+
+
+def model_structure(run: Mapping[str, Any], datasets: Mapping[str, Any]) -> ModelStructure:
+    """The `ModelStructure` of a run's model, built once per distinct (model, options, dataset)."""
+    key = {k: run[k] for k in ("model", "model_options")} | {"dataset": datasets[run["dataset"]]}
+    return _structure(json.dumps(key, sort_keys=True))
+
+
+@functools.cache
+def _structure(key_json: str) -> ModelStructure:
+    import torch
+
+    key = json.loads(key_json)
+    model = run_model({**key, "dataset": "dataset"}, {"dataset": key["dataset"]}).eval()
+    shape, _ = dataset_shape(key["dataset"])
+    sizes, h = [], torch.zeros(1, *shape)
+    with torch.no_grad():
+        for depth in range(1, model.n_stages):
+            h = model(h, depth - 1, depth)
+            sizes.append(h[0].numel())
+    return ModelStructure(tuple(model.stage_names), tuple(sizes))
 
 
 def n_stages(run: Mapping[str, Any], datasets: Mapping[str, Any]) -> int:
-    return run_model(run, datasets).n_stages
+    return len(model_structure(run, datasets).stage_names)
 
 
 def feature_size(run: Mapping[str, Any], datasets: Mapping[str, Any], depth: int) -> int:
     """Number of values of the feature at split depth `depth` of a run's model, per sample."""
-    import torch
+    return model_structure(run, datasets).feature_sizes[depth - 1]
 
-    with torch.no_grad():
-        model = run_model(run, datasets).eval()
-        return model(torch.zeros(1, *sample_shape(datasets[run["dataset"]])), 0, depth)[0].numel()
+
+def stage_labels(config: Config, run: str) -> dict[int, str]:
+    """Stage i = 1..K of a run's model → `i (name)`, e.g. `3 (block1.2)`: how figures label split depth
+    d (its shallow part ends with stage d), separation layer l (the output of stage l) and the
+    parameters of stage i."""
+    names = model_structure(config["runs"][run], config["datasets"]).stage_names
+    return {i: f"{i} ({name})" for i, name in enumerate(names, start=1)}
 
 
 def trajectory_runs(config: Config) -> list[str]:
@@ -74,9 +141,46 @@ def trajectory_runs(config: Config) -> list[str]:
 
 
 def saved_epochs(config: Config, run: str) -> list[int]:
-    """The epochs a run saves (0, every `save_every`-th, the last)."""
+    """The epochs in a run's checkpoint store: those a trained run saves (0, every `save_every`-th,
+    the last), or those imported (`imported_epochs`)."""
     run_config = config["runs"][run]
+    if is_imported(run_config):
+        return imported_epochs(run_config)
     return TrainSpec.from_config(run_config, config["recipes"][run_config["recipe"]]).saved_epochs()
+
+
+def imported_epochs(run: Mapping[str, Any]) -> list[int]:
+    """The epochs an imported run imports: its `checkpoint_epochs`, else every epoch whose file the
+    `checkpoints` pattern, glob or folder finds (`featdyn.importing.discover_checkpoints`)."""
+    from featdyn.importing import discover_checkpoints  # reads checkpoint files: torch, h5py
+
+    if run["checkpoint_epochs"] is not None:
+        return sorted(run["checkpoint_epochs"])
+    return list(discover_checkpoints(run["checkpoints"]))
+
+
+def trained_runs(config: Config) -> list[str]:
+    """Runs featdyn trains (rule `train`)."""
+    return [name for name, run in config["runs"].items() if not is_imported(run)]
+
+
+def imported_runs(config: Config) -> list[str]:
+    """Runs imported from outside checkpoints (rule `import_run`)."""
+    return [name for name, run in config["runs"].items() if is_imported(run)]
+
+
+def imported_files(config: Config, run: str) -> list[str]:
+    """The checkpoint files an imported run reads, in epoch order (the import job's inputs)."""
+    from featdyn.importing import discover_checkpoints
+
+    found = discover_checkpoints(config["runs"][run]["checkpoints"])
+    return [str(found[epoch]) for epoch in imported_epochs(config["runs"][run])]
+
+
+def name_pattern(names: Sequence[str]) -> str:
+    """A regular expression matching exactly `names` (and nothing when there are none): the `run`
+    wildcard constraint that keeps rules `train` and `import_run` apart."""
+    return "|".join(re.escape(name) for name in names) or "(?!)"
 
 
 def wants_gpu(config: Config) -> bool:
@@ -104,35 +208,83 @@ def composite_file(run: str, eval_set: str, depth: int) -> str:
 
 
 def composite_keys(
-    config: Config, runs: Sequence[str], eval_sets: Sequence[str], depths: Sequence[int] | None = None
+    config: Config, runs: Sequence[str], eval_sets: Sequence[str], figure_only: bool = False
 ) -> list[tuple[str, str, int]]:
-    """(run, eval set, depth) of every composite file, in a fixed order (all composite depths by default)."""
-    depths = config["composite"]["depths"] if depths is None else depths
-    return [(r, e, d) for r in runs for e in eval_sets for d in depths]
+    """(run, eval set, depth) of every composite file, in a fixed order: each run's composite depths
+    (`run_depths`), or with `figure_only` its figure depth alone."""
+    keys = []
+    for r in runs:
+        depths = [figure_depth(config, r)] if figure_only else run_depths(config, "composite", r)
+        keys += [(r, e, d) for e in eval_sets for d in depths]
+    return keys
 
 
-def figure_depth(config: Config) -> int:
-    """Depth of the forgetting, transferability and KDE figures: `composite.figure_depth`, else the middle."""
-    depths = config["composite"]["depths"]
+def figure_depth(config: Config, run: str) -> int:
+    """Depth of a run in the forgetting, transferability and KDE figures: `composite.figure_depth` for
+    runs without depths of their own, else the middle of the run's composite depths."""
+    depths = run_depths(config, "composite", run)
     chosen = config["composite"]["figure_depth"]
-    return depths[len(depths) // 2] if chosen is None else chosen
+    return depths[len(depths) // 2] if chosen is None or has_own_depths(config, "composite", run) else chosen
+
+
+def figure_depth_labels(config: Config, runs: Sequence[str]) -> dict[str, str]:
+    """Run → `run, depth 3 (block1.2)`: the runs of the figures drawn at each run's figure depth."""
+    return {r: f"{r}, depth {stage_labels(config, r)[figure_depth(config, r)]}" for r in runs}
+
+
+# --- split depths per run -------------------------------------------------------------------------
+
+DEPTH_SECTIONS: dict[str, tuple[str, str]] = {
+    "composite": ("composite", "depths"),
+    "isotropy": ("isotropy", "depths"),
+    "dynamics": ("dynamics", "depths"),
+    "interventions": ("interventions", "depths"),
+    "reinit": ("interventions", "reinit_depths"),
+}
+"""Depth lists a run's `depths` overrides: name → (config section, key)."""
+
+
+def has_own_depths(config: Config, section: str, run: str) -> bool:
+    """Whether run `run` sets its own depths for `section` (a list for all, or a per-section entry)."""
+    own = config["runs"][run]["depths"]
+    return own is not None and (isinstance(own, list) or section in own)
+
+
+def run_depths(config: Config, section: str, run: str) -> list[int]:
+    """The split depths `section` (a key of `DEPTH_SECTIONS`) analyses for `run`: the run's own
+    `depths` (one list for every section, or a mapping section → list), else the section's list.
+    Every rule and check reads depths through this function."""
+    if has_own_depths(config, section, run):
+        own = config["runs"][run]["depths"]
+        return list(own if isinstance(own, list) else own[section])
+    part, key = DEPTH_SECTIONS[section]
+    return list(config[part][key])
+
+
+def dataset_files(config: Config, dataset: str) -> list[str]:
+    """Files a dataset is read from that the workflow should watch: an `arrays` source's .npz (a change
+    refetches it and reruns what depends on it); nothing for generated or downloaded sources, and
+    nothing for an image folder (a tree, whose contents Snakemake does not track)."""
+    entry = config["datasets"][dataset]
+    return [entry["path"]] if entry["source"] == "arrays" else []
 
 
 # --- corrupted test sets --------------------------------------------------------------------------
 
 
-def available_corruptions(source: str) -> list[str]:
-    """Corruptions a dataset source offers: the CIFAR-C release files for CIFAR-10/100, else local ones."""
-    if source in CIFAR_C_RELEASES:
+def available_corruptions(entry: Mapping[str, Any]) -> list[str]:
+    """Corruptions a `datasets` entry offers: the CIFAR-C release files for CIFAR-10/100, else the local
+    ones of its kind of input (images (C, H, W), or signals)."""
+    if entry["source"] in CIFAR_C_RELEASES:
         return list(CIFAR_C_ALL)
-    return corruption_names("signal" if len(SAMPLE_SHAPES[source]) == 1 else "image")
+    return corruption_names("image" if len(dataset_shape(entry)[0]) == 3 else "signal")
 
 
 def dataset_corruptions(config: Config, dataset: str) -> list[str]:
     """Corruptions in a dataset's -c.h5 file: its own list, else the default list, else all available."""
     section = config["corruptions"]
     names = section["datasets"][dataset] if dataset in section["datasets"] else section["default"]
-    return list(names) if names else available_corruptions(config["datasets"][dataset]["source"])
+    return list(names) if names else available_corruptions(config["datasets"][dataset])
 
 
 def corrupted_eval_sets(config: Config, dataset: str) -> list[str]:
@@ -161,18 +313,20 @@ def figure_eval_sets(config: Config, pair: str, kind: str) -> list[str]:
 
 
 def consistency_keys(config: Config) -> list[ConsistencyKey]:
-    """Every composite file of the Welch tests: the `stats.eval_sets` at every composite depth, for every
-    pair, clean run first."""
+    """Every composite file of the Welch tests: the `stats.eval_sets` at every composite depth of the
+    pair's runs (the same for both, `featdyn.config` checks), for every pair, clean run first."""
     keys = []
     for pair, runs in config["pairs"].items():
-        tested = [(e, d) for e in config["stats"]["eval_sets"] for d in config["composite"]["depths"]]
+        depths = run_depths(config, "composite", runs["clean"])
+        tested = [(e, d) for e in config["stats"]["eval_sets"] for d in depths]
         keys += [(pair, side, runs[side], e, d) for side in ("clean", "noisy") for e, d in tested]
     return keys
 
 
 def consistency_figure_keys(config: Config, pair: str, kind: str) -> list[ConsistencyKey]:
-    """The composite files of one clean vs. noisy figure: its panels at the figure depth."""
-    runs, depth = config["pairs"][pair], figure_depth(config)
+    """The composite files of one clean vs. noisy figure: its panels at the pair's figure depth."""
+    runs = config["pairs"][pair]
+    depth = figure_depth(config, runs["clean"])
     eval_sets = figure_eval_sets(config, pair, kind)
     return [(pair, side, runs[side], e, depth) for side in ("clean", "noisy") for e in eval_sets]
 
@@ -200,7 +354,7 @@ def isotropy_keys(config: Config, figure_only: bool = False) -> list[tuple[str, 
         epochs = isotropy_epochs(config, run)
         if figure_only:
             epochs = [epochs[-1] if section["figure_epoch"] is None else section["figure_epoch"]]
-        keys += [(run, epoch, depth) for epoch in epochs for depth in section["depths"]]
+        keys += [(run, epoch, depth) for epoch in epochs for depth in run_depths(config, "isotropy", run)]
     return keys
 
 
@@ -208,7 +362,8 @@ def memory_depths(config: Config, run: str) -> list[int]:
     """The isotropy depths whose memory window the composite stage computes for `run` (maybe none)."""
     if run not in analysed_runs(config, "composite"):
         return []
-    return [d for d in config["isotropy"]["depths"] if d in config["composite"]["depths"]]
+    composite = run_depths(config, "composite", run)
+    return [d for d in run_depths(config, "isotropy", run) if d in composite]
 
 
 # --- mislabelled training samples -----------------------------------------------------------------

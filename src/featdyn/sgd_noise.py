@@ -180,11 +180,18 @@ class IsotropySettings:
 
 
 def learning_rate_at(store: CheckpointStore, epoch: int) -> float:
-    """The run's learning rate at `epoch`: the `lr` column of the store's metrics."""
+    """The run's learning rate at `epoch`: the `lr` column of the store's metrics (an imported run has
+    one when its config names the recipe it was trained with)."""
     rows = store.metrics.loc[store.metrics["epoch"] == epoch, "lr"]
     if rows.empty:
         raise KeyError(f"no metrics row for epoch {epoch} in {store.path}")
-    return float(rows.iloc[0])
+    lr = float(rows.iloc[0])
+    if not np.isfinite(lr):
+        raise ValueError(
+            f"{store.path} has no learning rate at epoch {epoch} (imported from {store.imported_from}): "
+            "give the run the `recipe` it was trained with, so that the SGD steps use its learning rate"
+        )
+    return lr
 
 
 def minibatch_seed(seed: int, epoch: int) -> int:

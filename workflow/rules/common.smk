@@ -15,7 +15,14 @@ from featdyn.planning import (
     analysed_runs,
     composite_file,
     composite_keys,
+    dataset_files,
     figure_depth,
+    figure_depth_labels,
+    imported_runs,
+    name_pattern,
+    run_depths,
+    stage_labels,
+    trained_runs,
     wants_gpu,
 )
 
@@ -25,6 +32,8 @@ config.clear()
 config.update(_effective)
 
 RUNS = sorted(config["runs"])
+TRAINED_RUNS = trained_runs(config)
+IMPORTED_RUNS = imported_runs(config)
 DATASETS = sorted(config["datasets"])
 GPU = 1 if wants_gpu(config) else 0
 SEED = config["seed"]
@@ -56,6 +65,10 @@ def corrupted_h5(wildcards):
     return f"results/data/{config['runs'][wildcards.run]['dataset']}-c.h5"
 
 
+def dataset_sources(wildcards):
+    return dataset_files(config, wildcards.dataset)
+
+
 def dataset_options(wildcards):
     return {"mirror_dirs": config["mirror_dirs"], **config["datasets"][wildcards.dataset]}
 
@@ -64,8 +77,13 @@ def checkpoints_of(runs):
     return [f"results/runs/{run}/checkpoints.h5" for run in runs]
 
 
-def composite_files(runs, eval_sets, depths=None):
-    return [composite_file(*key) for key in composite_keys(config, runs, eval_sets, depths)]
+def composite_files(runs, eval_sets, figure_only=False):
+    return [composite_file(*key) for key in composite_keys(config, runs, eval_sets, figure_only)]
+
+
+def labels_of(runs):
+    """Run → its stage labels (`3 (block1.2)`), for the figures that label depths by stage name."""
+    return {run: stage_labels(config, run) for run in runs}
 
 
 TARGETS = ["results/figures/training_curves.png"]

@@ -71,7 +71,8 @@ rule plot_memory:
     conda:
         "../../envs/featdyn.yaml"
     params:
-        depths=COMPOSITE["depths"],
+        depths=lambda wc: run_depths(config, "composite", wc.run),
+        labels=lambda wc: stage_labels(config, wc.run),
     script:
         "../scripts/plot_memory.py"
 
@@ -95,13 +96,14 @@ rule plot_memory_window:
     params:
         band_keys=composite_keys(config, COMPOSITE_RUNS, COMPOSITE["eval_sets"]),
         threshold=COMPOSITE["threshold"],
+        labels=labels_of(COMPOSITE_RUNS),
     script:
         "../scripts/plot_memory_window.py"
 
 
 rule plot_gap_decay:
     input:
-        bands=lambda wc: composite_files(COMPOSITE_RUNS, [wc.eval_set], [figure_depth(config)]),
+        bands=lambda wc: composite_files(COMPOSITE_RUNS, [wc.eval_set], figure_only=True),
     output:
         report(
             "results/figures/{kind}_{eval_set}.png",
@@ -118,6 +120,6 @@ rule plot_gap_decay:
     conda:
         "../../envs/featdyn.yaml"
     params:
-        runs=COMPOSITE_RUNS,
+        runs=figure_depth_labels(config, COMPOSITE_RUNS),
     script:
         "../scripts/plot_gap_decay.py"

@@ -11,7 +11,6 @@ from featdyn.planning import (
 PAIRS = config["pairs"]
 STATS = config["stats"]
 CONSISTENCY_KEYS = consistency_keys(config)
-FIGURE_DEPTH = figure_depth(config)
 
 TARGETS += ["results/figures/consistency_kde.png"]
 if PAIRS:
@@ -68,7 +67,7 @@ rule plot_consistency:
         window=STATS["window"],
         title=lambda wc: (
             f"{PAIRS[wc.pair]['clean']} vs. {PAIRS[wc.pair]['noisy']}: c(x; t − {STATS['window']}, t), "
-            f"depth {FIGURE_DEPTH}"
+            f"depth {stage_labels(config, PAIRS[wc.pair]['clean'])[figure_depth(config, PAIRS[wc.pair]['clean'])]}"
             + (f", corruptions at severity {STATS['figure_severity']}" if wc.kind == "corruptions" else "")
         ),
     script:
@@ -77,7 +76,7 @@ rule plot_consistency:
 
 rule plot_consistency_kde:
     input:
-        bands=composite_files(COMPOSITE_RUNS, COMPOSITE["eval_sets"], [FIGURE_DEPTH]),
+        bands=composite_files(COMPOSITE_RUNS, COMPOSITE["eval_sets"], figure_only=True),
     output:
         report(
             "results/figures/consistency_kde.png",
@@ -92,7 +91,8 @@ rule plot_consistency_kde:
     conda:
         "../../envs/featdyn.yaml"
     params:
-        files=composite_keys(config, COMPOSITE_RUNS, COMPOSITE["eval_sets"], [FIGURE_DEPTH]),
+        files=composite_keys(config, COMPOSITE_RUNS, COMPOSITE["eval_sets"], figure_only=True),
         window=STATS["window"],
+        runs=figure_depth_labels(config, COMPOSITE_RUNS),
     script:
         "../scripts/plot_consistency_kde.py"

@@ -9,7 +9,7 @@ TRAJECTORIES = DYNAMICS["trajectories"]
 TRAJECTORY_RUNS = trajectory_runs(config)
 PCA = DYNAMICS["pca"]
 PCA_RUNS = analysed_runs(config, "dynamics", "pca")
-DRIFT_SETTINGS = {key: DYNAMICS[key] for key in ("depths", "drift_subset", "memory_budget_mb")}
+DRIFT_SETTINGS = {key: DYNAMICS[key] for key in ("drift_subset", "memory_budget_mb")}
 DYNAMICS_BATCH = DYNAMICS["batch_size"]
 
 TARGETS += expand("results/figures/dynamics/trajectories_{run}.png", run=TRAJECTORY_RUNS)
@@ -128,7 +128,7 @@ rule drift:
     resources:
         gpu=GPU,
     params:
-        settings=DRIFT_SETTINGS,
+        settings=lambda wc: {**DRIFT_SETTINGS, "depths": run_depths(config, "dynamics", wc.run)},
         seed=SEED,
         device=DEVICE,
     script:
@@ -153,5 +153,6 @@ rule plot_drift:
         "../../envs/featdyn.yaml"
     params:
         runs=DRIFT_RUNS,
+        labels=labels_of(DRIFT_RUNS),
     script:
         "../scripts/plot_drift.py"

@@ -7,13 +7,12 @@ from featdyn.planning import freeze_epoch
 
 INTERVENTIONS = config["interventions"]
 INTERVENTION_RUNS = analysed_runs(config, "interventions")
-FROZEN_DEPTHS = [0, *INTERVENTIONS["depths"]]
-REINIT_DEPTHS = INTERVENTIONS["reinit_depths"]
+REINIT_KEYS = [(run, d) for run in INTERVENTION_RUNS for d in run_depths(config, "reinit", run)]
 REINIT_SETTINGS = {key: INTERVENTIONS[key] for key in ("reinit_epochs", "reinit_seed")}
 TABLE_SETTINGS = {key: INTERVENTIONS[key] for key in ("reinit_epochs", "batch_size")}
 
 TARGETS += expand("results/figures/interventions/freeze_{run}.png", run=INTERVENTION_RUNS)
-TARGETS += ["results/stats/reinit.tsv"] if INTERVENTION_RUNS and REINIT_DEPTHS else []
+TARGETS += ["results/stats/reinit.tsv"] if REINIT_KEYS else []
 
 
 rule continue_frozen:
@@ -49,7 +48,10 @@ rule continue_frozen:
 rule plot_freeze:
     input:
         original="results/runs/{run}/metrics.tsv",
-        continuations=expand("results/runs/{{run}}/continue/freeze_d{depth}/metrics.tsv", depth=FROZEN_DEPTHS),
+        continuations=lambda wc: [
+            f"results/runs/{wc.run}/continue/freeze_d{d}/metrics.tsv"
+            for d in [0, *run_depths(config, "interventions", wc.run)]
+        ],
     output:
         report(
             "results/figures/interventions/freeze_{run}.png",
@@ -64,8 +66,9 @@ rule plot_freeze:
     conda:
         "../../envs/featdyn.yaml"
     params:
-        depths=FROZEN_DEPTHS,
+        depths=lambda wc: [0, *run_depths(config, "interventions", wc.run)],
         from_epoch=lambda wc: freeze_epoch(config, wc.run),
+        labels=lambda wc: stage_labels(config, wc.run),
     script:
         "../scripts/plot_freeze.py"
 
@@ -105,11 +108,7 @@ rule reinit_table:
         data=[f"results/data/{config['runs'][run]['dataset']}.h5" for run in INTERVENTION_RUNS],
         corrupted=[f"results/data/{config['runs'][run]['dataset']}-c.h5" for run in INTERVENTION_RUNS],
         baselines=checkpoints_of(INTERVENTION_RUNS),
-        reinit=[
-            f"results/runs/{run}/continue/reinit_d{d}/checkpoints.h5"
-            for run in INTERVENTION_RUNS
-            for d in REINIT_DEPTHS
-        ],
+        reinit=[f"results/runs/{run}/continue/reinit_d{d}/checkpoints.h5" for run, d in REINIT_KEYS],
     output:
         table=report(
             "results/stats/reinit.tsv",
@@ -129,7 +128,7 @@ rule reinit_table:
         gpu=GPU,
     params:
         runs=INTERVENTION_RUNS,
-        depths=REINIT_DEPTHS,
+        depths=[[d for r, d in REINIT_KEYS if r == run] for run in INTERVENTION_RUNS],
         settings=TABLE_SETTINGS,
         device=DEVICE,
     script:

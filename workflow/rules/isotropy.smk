@@ -81,6 +81,7 @@ rule plot_isotropy_spectrum:
         "../../envs/featdyn.yaml"
     params:
         runs=[r for r, _, _ in ISOTROPY_FIGURE_KEYS],
+        labels=labels_of(ISOTROPY_RUNS),
     script:
         "../scripts/plot_isotropy_spectrum.py"
 
@@ -102,6 +103,8 @@ rule plot_isotropy_top_eigs:
         "results/benchmarks/figures/isotropy_top_eigs_{run}.tsv"
     conda:
         "../../envs/featdyn.yaml"
+    params:
+        labels=lambda wc: stage_labels(config, wc.run),
     script:
         "../scripts/plot_isotropy_top_eigs.py"
 
@@ -130,5 +133,6 @@ rule plot_anisotropy_memory:
     params:
         memory_depths=lambda wc: memory_depths(config, wc.run),
         eval_set=MEMORY_EVAL_SET,
+        labels=lambda wc: stage_labels(config, wc.run),
     script:
         "../scripts/plot_anisotropy_memory.py"

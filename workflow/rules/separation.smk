@@ -48,5 +48,7 @@ rule plot_separation:
         "results/benchmarks/figures/separation_{run}.tsv"
     conda:
         "../../envs/featdyn.yaml"
+    params:
+        labels=lambda wc: stage_labels(config, wc.run),
     script:
         "../scripts/plot_separation.py"

@@ -1,4 +1,5 @@
-# Training with a checkpoint every `save_every` epochs (kill-safe, resumable), and its figure.
+# Training with a checkpoint every `save_every` epochs (kill-safe, resumable), and its figure. Imported runs
+# (`runs.<name>.checkpoints`) make the same two files in rule `import_run` (workflow/rules/import.smk).
 
 
 rule train:
@@ -11,6 +12,8 @@ rule train:
         "results/logs/train/{run}.log",
     benchmark:
         "results/benchmarks/train/{run}.tsv"
+    wildcard_constraints:
+        run=name_pattern(TRAINED_RUNS),
     conda:
         "../../envs/featdyn.yaml"
     threads: 2

@@ -13,4 +13,5 @@ run = sm.wildcards.run
 table = pd.read_csv(sm.input.table, sep="\t")
 memory = memory_window_frame(({"depth": d}, path) for d, path in zip(sm.params.memory_depths, sm.input.bands))
 title = f"{run}: SGD-noise anisotropy and memory window ({sm.params.eval_set} set)"
-save_figure(plot_anisotropy_vs_memory(table[table["run"] == run], memory, title), sm.output[0])
+figure = plot_anisotropy_vs_memory(table[table["run"] == run], memory, title, depth_labels=sm.params.labels)
+save_figure(figure, sm.output[0])

@@ -9,9 +9,9 @@ from featdyn.plots.consistency import plot_consistency_kdes
 sm = snakemake  # noqa: F821
 log_to(sm.log[0])
 labels = [
-    {"condition": run, "eval_set": eval_set, "depth": depth} for run, eval_set, depth in sm.params.files
+    {"condition": sm.params.runs[run], "eval_set": eval_set, "depth": depth}
+    for run, eval_set, depth in sm.params.files
 ]
 frame = consistency_frame(zip(labels, map(read_band, sm.input.bands)), sm.params.window)
-depth = frame["depth"].iloc[0]
-title = f"Per-sample consistency c(x; t − {sm.params.window}, t) per run, depth {depth}"
+title = f"Per-sample consistency c(x; t − {sm.params.window}, t) per run, at its figure depth"
 save_figure(plot_consistency_kdes(frame, facet="eval_set", title=title), sm.output[0])

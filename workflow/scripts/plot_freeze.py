@@ -11,5 +11,6 @@ sm = snakemake  # noqa: F821
 log_to(sm.log[0])
 original = pd.read_csv(sm.input.original, sep="\t")
 continuations = {d: pd.read_csv(path, sep="\t") for d, path in zip(sm.params.depths, sm.input.continuations)}
-figure = plot_freeze(freeze_curves(original, continuations), sm.params.from_epoch, sm.wildcards.run)
+curves = freeze_curves(original, continuations, sm.params.labels)
+figure = plot_freeze(curves, sm.params.from_epoch, sm.wildcards.run)
 save_figure(figure, sm.output[0])

@@ -7,5 +7,5 @@ from featdyn.plots.composite import plot_gap_decay
 
 sm = snakemake  # noqa: F821
 log_to(sm.log[0])
-results = {run: read_band(path) for run, path in zip(sm.params.runs, sm.input.bands)}
+results = {label: read_band(path) for label, path in zip(sm.params.runs.values(), sm.input.bands)}
 save_figure(plot_gap_decay(results, side=-1 if sm.wildcards.kind == "forgetting" else 1), sm.output[0])

@@ -8,4 +8,4 @@ from featdyn.sgd_noise import read_isotropy
 sm = snakemake  # noqa: F821
 log_to(sm.log[0])
 results = [{**read_isotropy(path), "run": run} for run, path in zip(sm.params.runs, sm.input.results)]
-save_figure(plot_spectra(results), sm.output[0])
+save_figure(plot_spectra(results, sm.params.labels), sm.output[0])

@@ -11,4 +11,4 @@ sm = snakemake  # noqa: F821
 log_to(sm.log[0])
 table = pd.read_csv(sm.input.table, sep="\t")
 shares = top_share_frame(table[table["run"] == sm.wildcards.run])
-save_figure(plot_top_eigs(shares, title=sm.wildcards.run), sm.output[0])
+save_figure(plot_top_eigs(shares, title=sm.wildcards.run, depth_labels=sm.params.labels), sm.output[0])

@@ -8,4 +8,5 @@ from featdyn.plots.composite import plot_memory
 sm = snakemake  # noqa: F821
 log_to(sm.log[0])
 results = {depth: read_band(path) for depth, path in zip(sm.params.depths, sm.input.bands)}
-save_figure(plot_memory(results, f"{sm.wildcards.run}, {sm.wildcards.eval_set} set"), sm.output[0])
+title = f"{sm.wildcards.run}, {sm.wildcards.eval_set} set"
+save_figure(plot_memory(results, title, depth_labels=sm.params.labels), sm.output[0])

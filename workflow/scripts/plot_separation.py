@@ -8,4 +8,4 @@ from featdyn.separation import read_separation
 sm = snakemake  # noqa: F821
 log_to(sm.log[0])
 curves, bends = read_separation(sm.input.h5)
-save_figure(plot_run_separation(curves, bends, sm.wildcards.run), sm.output[0])
+save_figure(plot_run_separation(curves, bends, sm.wildcards.run, sm.params.labels), sm.output[0])

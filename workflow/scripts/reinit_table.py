@@ -4,7 +4,7 @@ import pandas as pd
 import torch
 
 from featdyn.checkpoints import training_provenance
-from featdyn.data import normalizer, read_dataset, tensor_data, to_float
+from featdyn.data import input_normalizer, read_dataset, tensor_data
 from featdyn.device import torch_device
 from featdyn.interventions import final_network, load_corrupted_sets, reinit_tables
 from featdyn.io import log_to, write_tsv
@@ -13,12 +13,12 @@ sm = snakemake  # noqa: F821
 log_to(sm.log[0])
 torch.set_num_threads(sm.threads)
 device = torch_device(sm.params.device)
-depths, settings = sm.params.depths, sm.params.settings
-summaries, details = [], []
-for i, run in enumerate(sm.params.runs):
+settings = sm.params.settings
+summaries, details, start = [], [], 0
+for i, (run, depths) in enumerate(zip(sm.params.runs, sm.params.depths)):
     arrays = read_dataset(sm.input.data[i])
-    sets = load_corrupted_sets(sm.input.corrupted[i], *normalizer(to_float(arrays.x_train)), device)
-    retrained = sm.input.reinit[i * len(depths) : (i + 1) * len(depths)]
+    sets = load_corrupted_sets(sm.input.corrupted[i], *input_normalizer(arrays), device)
+    retrained, start = sm.input.reinit[start : start + len(depths)], start + len(depths)
     trained = training_provenance(sm.config, run)
     summary, errors = reinit_tables(
         run,

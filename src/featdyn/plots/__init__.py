@@ -7,6 +7,7 @@ Figure; `save_figure` writes it atomically so Snakemake never sees half a PNG.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 
 import matplotlib
 
@@ -31,3 +32,9 @@ def save_figure(fig: plt.Figure, path: str | os.PathLike) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format=suffix.lstrip("."), bbox_inches="tight", dpi=150)
     plt.close(fig)
+
+
+def depth_label(depth: int, labels: Mapping[int, str] | None = None) -> str:
+    """A depth (or stage) as labelled by `featdyn.planning.stage_labels`, e.g. `3 (block1.2)`; the bare
+    number without labels."""
+    return labels[depth] if labels and depth in labels else str(depth)

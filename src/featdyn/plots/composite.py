@@ -11,7 +11,7 @@ import pandas as pd
 import seaborn as sns
 
 from featdyn.composite import BandResult
-from featdyn.plots import set_theme
+from featdyn.plots import depth_label, set_theme
 
 
 def band_to_matrix(result: BandResult, name: str) -> np.ndarray:
@@ -44,8 +44,14 @@ def _heatmap(
     plt.colorbar(image, ax=ax, label=label, shrink=0.85)
 
 
-def plot_memory(results: Mapping[int, BandResult], title: str, n_curves: int = 4) -> plt.Figure:
-    """Per depth: composite accuracy and CE over (s, t), and accuracy against s for a few fixed t."""
+def plot_memory(
+    results: Mapping[int, BandResult],
+    title: str,
+    n_curves: int = 4,
+    depth_labels: Mapping[int, str] | None = None,
+) -> plt.Figure:
+    """Per depth: composite accuracy and CE over (s, t), and accuracy against s for a few fixed t
+    (depths labelled by `depth_labels`, e.g. `3 (block1.2)`)."""
     set_theme()
     depths = sorted(results)
     fig, axes = plt.subplots(len(depths), 3, figsize=(15, 3.8 * len(depths)), squeeze=False)
@@ -55,8 +61,9 @@ def plot_memory(results: Mapping[int, BandResult], title: str, n_curves: int = 4
         accuracy = band_to_matrix(result, "accuracy")
         _heatmap(axes[row, 0], accuracy, epochs, "accuracy", "viridis", 0, 1)
         _heatmap(axes[row, 1], band_to_matrix(result, "cross_entropy"), epochs, "cross-entropy", "magma_r")
-        axes[row, 0].set_title(f"depth {depth}: accuracy of g^(t)(h^(s)(x))")
-        axes[row, 1].set_title(f"depth {depth}: cross-entropy")
+        label = depth_label(depth, depth_labels)
+        axes[row, 0].set_title(f"depth {label}: accuracy of g^(t)(h^(s)(x))")
+        axes[row, 1].set_title(f"depth {label}: cross-entropy")
         ax = axes[row, 2]
         picks = np.unique(np.linspace(len(epochs) // 4, len(epochs) - 1, n_curves).astype(int))
         palette = sns.color_palette("crest", len(picks))

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from featdyn.plots import set_theme
+from featdyn.plots import depth_label, set_theme
 
 SGD_COLOR = "#1f77b4"
 ISOTROPIC_COLOR = "#7f7f7f"
@@ -50,19 +50,21 @@ def plot_spectrum(eigs: np.ndarray, iso_eigs: np.ndarray, title: str = "") -> pl
     return fig
 
 
-def spectrum_panel_title(result: Mapping[str, Any]) -> str:
+def spectrum_panel_title(result: Mapping[str, Any], depth_labels: Mapping[int, str] | None = None) -> str:
     return (
-        f"{result['run']}, epoch {result['epoch']}, depth {result['depth']}\n"
+        f"{result['run']}, epoch {result['epoch']}, depth {depth_label(result['depth'], depth_labels)}\n"
         f"eff. rank {result['effective_rank']:.1f} of p = {result['p']}, "
         f"bootstrap p = {result['bootstrap_p']:.2g}"
     )
 
 
-def plot_spectra(results: Sequence[Mapping[str, Any]]) -> plt.Figure:
+def plot_spectra(
+    results: Sequence[Mapping[str, Any]], labels: Mapping[str, Mapping[int, str]] | None = None
+) -> plt.Figure:
     """Fig. 8 for several runs and depths: one panel per (run, depth), runs in rows, depths in columns.
 
     Each result holds run, epoch, depth, p, eigenvalues, isotropic_eigenvalues, effective_rank and
-    bootstrap_p (as written by `featdyn.isotropy.write_isotropy`).
+    bootstrap_p (as written by `featdyn.isotropy.write_isotropy`); `labels`: run → depth → label.
     """
     set_theme()
     runs = sorted({r["run"] for r in results})
@@ -73,7 +75,10 @@ def plot_spectra(results: Sequence[Mapping[str, Any]]) -> plt.Figure:
     for result in results:
         ax = axes[runs.index(result["run"]), depths.index(result["depth"])]
         draw_spectrum(
-            ax, result["eigenvalues"], result["isotropic_eigenvalues"], spectrum_panel_title(result)
+            ax,
+            result["eigenvalues"],
+            result["isotropic_eigenvalues"],
+            spectrum_panel_title(result, (labels or {}).get(result["run"])),
         )
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="upper center", ncol=2, bbox_to_anchor=(0.5, 1.0), frameon=False)
@@ -82,10 +87,13 @@ def plot_spectra(results: Sequence[Mapping[str, Any]]) -> plt.Figure:
     return fig
 
 
-def plot_top_eigs(frame: pd.DataFrame, title: str = "") -> plt.Figure:
+def plot_top_eigs(
+    frame: pd.DataFrame, title: str = "", depth_labels: Mapping[int, str] | None = None
+) -> plt.Figure:
     """Fig. 15: shares of the top-5 eigenvalues of Σ̂ in its trace across epochs.
 
-    `frame` is tidy: columns epoch, rank (1..5), share, and optionally depth (one panel per depth).
+    `frame` is tidy: columns epoch, rank (1..5), share, and optionally depth (one panel per depth,
+    labelled by `depth_labels`).
     """
     set_theme()
     depths = sorted(frame["depth"].unique()) if "depth" in frame.columns else [None]
@@ -96,7 +104,11 @@ def plot_top_eigs(frame: pd.DataFrame, title: str = "") -> plt.Figure:
         sns.lineplot(data=data, x="epoch", y="share", hue="rank", palette=palette, marker="o", ax=ax)
         ax.set_xlabel("Epoch")
         ax.set_ylabel("Share of total variance")
-        ax.set_title("Top-5 eigenvalues" if depth is None else f"Top-5 eigenvalues, depth {depth}")
+        ax.set_title(
+            "Top-5 eigenvalues"
+            if depth is None
+            else f"Top-5 eigenvalues, depth {depth_label(depth, depth_labels)}"
+        )
         ax.get_legend().remove()
     axes[0][0].set_ylim(bottom=0)
     handles, labels = axes[0][0].get_legend_handles_labels()
@@ -107,12 +119,17 @@ def plot_top_eigs(frame: pd.DataFrame, title: str = "") -> plt.Figure:
     return fig
 
 
-def plot_anisotropy_vs_memory(anisotropy: pd.DataFrame, memory: pd.DataFrame, title: str = "") -> plt.Figure:
+def plot_anisotropy_vs_memory(
+    anisotropy: pd.DataFrame,
+    memory: pd.DataFrame,
+    title: str = "",
+    depth_labels: Mapping[int, str] | None = None,
+) -> plt.Figure:
     """Effective rank of the SGD noise (top) and the memory window (bottom) of one run against epoch.
 
     `anisotropy`: columns depth, epoch, effective_rank; `memory`: columns depth, epoch, memory_window
     and optionally censored (drawn hollow: a lower bound); it may be empty, the bottom panel then says
-    so. One colour per depth, shared by both panels.
+    so. One colour per depth, shared by both panels; depths labelled by `depth_labels`.
     """
     set_theme()
     depths = sorted(set(anisotropy["depth"]) | set(memory["depth"]))
@@ -120,7 +137,11 @@ def plot_anisotropy_vs_memory(anisotropy: pd.DataFrame, memory: pd.DataFrame, ti
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(6.5, 6), sharex=True)
     for depth, group in anisotropy.sort_values("epoch").groupby("depth"):
         top.plot(
-            group["epoch"], group["effective_rank"], marker="o", color=palette[depth], label=f"depth {depth}"
+            group["epoch"],
+            group["effective_rank"],
+            marker="o",
+            color=palette[depth],
+            label=f"depth {depth_label(depth, depth_labels)}",
         )
     for depth, group in memory.sort_values("epoch").groupby("depth"):
         bottom.plot(group["epoch"], group["memory_window"], marker="s", ms=3, color=palette[depth])

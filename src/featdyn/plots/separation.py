@@ -12,7 +12,7 @@ from matplotlib import colors
 from numpy.typing import ArrayLike
 
 from featdyn.curvature import curvature
-from featdyn.plots import set_theme
+from featdyn.plots import depth_label, set_theme
 from featdyn.plots.springblock import (
     CURVATURE_CMAP,
     add_curvature_colorbar,
@@ -48,11 +48,13 @@ def plot_load_curves(frame: pd.DataFrame, hue: str = "epoch") -> plt.Figure:
     return fig
 
 
-def plot_run_separation(curves: pd.DataFrame, bends: pd.DataFrame, run: str) -> plt.Figure:
+def plot_run_separation(
+    curves: pd.DataFrame, bends: pd.DataFrame, run: str, stage_labels: Mapping[int, str] | None = None
+) -> plt.Figure:
     """Load curves of one run over its saved epochs, one panel per evaluation set, and their curvature.
 
     `curves`: eval_set, epoch, layer, D (see `featdyn.separation.read_separation`); `bends`: eval_set,
-    epoch, curvature.
+    epoch, curvature; `stage_labels` names layer l ≥ 1 (the output of stage l) on the axis.
     """
     set_theme()
     eval_sets = list(dict.fromkeys(curves["eval_set"]))
@@ -67,7 +69,11 @@ def plot_run_separation(curves: pd.DataFrame, bends: pd.DataFrame, run: str) -> 
             ylabel="D_l = log(Tr Σ_w / Tr Σ_b)",
             title=f"Load curves on {name} data",
         )
-        ax.set_xticks(grid.columns.to_numpy())
+        layers = grid.columns.to_numpy()
+        ax.set_xticks(layers)
+        if stage_labels:
+            ticks = ["input" if layer == 0 else depth_label(int(layer), stage_labels) for layer in layers]
+            ax.set_xticklabels(ticks, rotation=60, ha="right", fontsize=7)
     bend_ax = axes[0, -1]
     sns.lineplot(data=bends, x="epoch", y="curvature", hue="eval_set", marker=".", ax=bend_ax)
     bend_ax.axhline(0.0, color="0.3", linestyle=":", linewidth=1)

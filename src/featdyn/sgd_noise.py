@@ -16,17 +16,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import h5py
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, vmap
 
+from featdyn.backoff import Backoff
 from featdyn.checkpoints import CheckpointStore
 from featdyn.data import Arrays, subset_indices, tensor_data
-from featdyn.io import atomic_h5, load_arrays, save_arrays
+from featdyn.io import atomic_h5, save_arrays
 from featdyn.isotropy import TOP_K, isotropic_null, isotropic_reference_spectrum, perturbation_stats
+from featdyn.isotropy import read_isotropy as read_isotropy  # re-exported; figure jobs use featdyn.isotropy
 from featdyn.reduction import Reduce, feature_reducer
 
 
@@ -108,7 +109,8 @@ def one_step_perturbations(
     before the step, so only the step's direction carries that precision, not the feature difference.
     Each gradient is one batched backward pass (`minibatch_gradients`; torch.func.grad would import
     torch._dynamo, seconds per process, for no speed-up); the M stepped shallow parts are evaluated
-    with vmap over stacked parameters, `chunk_size` at a time.
+    with vmap over stacked parameters, `chunk_size` at a time (halved on a device out-of-memory error;
+    each perturbation is computed alone in its vmap lane, so the result does not change).
     Returns delta (M, p) float64 and an info dict (reduction, p, seeds, indices, ...).
     """
     n_stages = len(model.stages)
@@ -137,13 +139,18 @@ def one_step_perturbations(
         reducer, info = feature_reducer(
             tuple(reference.shape[1:]), len(probe), reduce, p_max, projection_seed
         )
-        chunks = []
-        for start in range(0, M, chunk_size):
-            stepped = {
-                name: shallow_params[name] - lr * grads[name][start : start + chunk_size].to(dtype)
-                for name in trainable
-            }
-            chunks.append(reducer(vmap(features)(stepped) - reference).cpu())
+        chunk = Backoff("isotropy: stepped shallow parts per vmapped call", chunk_size)
+        chunks: list[torch.Tensor] = []
+        while (start := sum(len(c) for c in chunks)) < M:
+
+            def stepped_features(size: int, start: int = start) -> torch.Tensor:
+                stepped = {
+                    name: shallow_params[name] - lr * grads[name][start : start + size].to(dtype)
+                    for name in trainable
+                }
+                return reducer(vmap(features)(stepped) - reference).cpu()
+
+            chunks.append(chunk.run(stepped_features))
     delta = torch.cat(chunks).numpy().astype(np.float64)
     info.update(
         M=M,
@@ -266,14 +273,6 @@ def write_isotropy(result: Mapping[str, Any], path: str | os.PathLike, provenanc
     with atomic_h5(path, provenance) as f:
         save_arrays(f, {key: result[key] for key in ARRAY_KEYS})
         f.attrs.update({key: value for key, value in result.items() if key not in ARRAY_KEYS})
-
-
-def read_isotropy(path: str | os.PathLike) -> dict[str, Any]:
-    with h5py.File(path, "r") as f:
-        scalars = {
-            key: value.item() if isinstance(value, np.generic) else value for key, value in f.attrs.items()
-        }
-        return {**scalars, **load_arrays(f)}
 
 
 def isotropy_row(result: Mapping[str, Any], run: str) -> dict[str, Any]:

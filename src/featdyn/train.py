@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from featdyn.checkpoints import assemble_store, save_torch_atomic, shard_path
 from featdyn.data import TensorData, noisy_labels, read_dataset, tensor_data
-from featdyn.models import Staged, build_model
+from featdyn.models import Staged, as_input, build_model, preferred_memory_format
 
 METRIC_COLUMNS = ["epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc"]
 
@@ -43,6 +43,8 @@ class Recipe:
     gamma: float = 0.1
     augment: bool = False
     crop_padding: int = 4
+    precision: str = "fp32"  # or "bf16": autocast of forward pass and loss
+    compile: bool = False  # torch.compile the model for the training steps
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> Recipe:
@@ -88,13 +90,15 @@ def epoch_seed(seed: int, epoch: int) -> int:
 
 
 def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
+    """The recipe's optimiser; the multi-tensor (`foreach`) update, whose results equal the per-tensor
+    loop's bit for bit, also on CPUs, where torch would pick the loop."""
     params = list(model.parameters())
     if recipe.optimizer == "sgd":
         return torch.optim.SGD(
-            params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay
+            params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay, foreach=True
         )
     if recipe.optimizer == "adam":
-        return torch.optim.Adam(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
+        return torch.optim.Adam(params, lr=recipe.lr, weight_decay=recipe.weight_decay, foreach=True)
     raise ValueError(f"unknown optimizer {recipe.optimizer!r}; available: ['adam', 'sgd']")
 
 
@@ -131,11 +135,31 @@ def freeze_stages(model: Staged, frozen_depth: int) -> None:
         stage.requires_grad_(False)
 
 
+PRECISIONS = ("fp32", "bf16")
+
+
+def autocast(device: torch.device, precision: str):
+    """bf16 autocast for precision `bf16`, nothing for `fp32`."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; available: {list(PRECISIONS)}")
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
 def train_epoch(
-    model: Staged, optimizer: torch.optim.Optimizer, data: TensorData, spec: TrainSpec, epoch: int
+    model: Staged,
+    optimizer: torch.optim.Optimizer,
+    data: TensorData,
+    spec: TrainSpec,
+    epoch: int,
+    forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[float, float]:
-    """One pass over the training data; returns mean loss and accuracy (train mode)."""
+    """One pass over the training data; returns mean loss and accuracy (train mode).
+
+    Image batches go in the model's memory format (`as_input`); `forward` (default: the model) computes
+    the logits, e.g. a compiled model.
+    """
     recipe = spec.recipe
+    forward = forward or model
     for group in optimizer.param_groups:
         group["lr"] = recipe.lr_at(epoch)
     seed = epoch_seed(spec.seed, epoch)
@@ -151,8 +175,9 @@ def train_epoch(
         x, y = data.x_train[idx], data.y_train[idx]
         if recipe.augment and x.ndim == 4:
             x = augment_batch(x, recipe.crop_padding, g)
-        logits = model(x)
-        loss = F.cross_entropy(logits, y)
+        with autocast(x.device, recipe.precision):
+            logits = forward(as_input(model, x))
+            loss = F.cross_entropy(logits, y)
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"loss is {loss.item()} at epoch {epoch}, batch {start // recipe.batch_size}: "
@@ -174,7 +199,7 @@ def evaluate(
     model.eval()
     loss, correct = 0.0, 0
     for start in range(0, len(y), batch_size):
-        logits = model(x[start : start + batch_size])
+        logits = model(as_input(model, x[start : start + batch_size]))
         yb = y[start : start + batch_size]
         loss += F.cross_entropy(logits, yb, reduction="sum").item()
         correct += (logits.argmax(1) == yb).sum().item()
@@ -232,6 +257,8 @@ def train_run(
     state_dir = Path(state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
     fp = fingerprint({"provenance": provenance, "spec": asdict(spec)})
+    model.to(memory_format=preferred_memory_format(model))
+    forward = torch.compile(model) if spec.recipe.compile else model
     freeze_stages(model, spec.frozen_depth)
     optimizer = make_optimizer(model, spec.recipe)
     if optimizer_state is not None:
@@ -258,7 +285,7 @@ def train_run(
         total=spec.epochs - spec.start_epoch,
     )
     for epoch in bar:
-        train = train_epoch(model, optimizer, data, spec, epoch)
+        train = train_epoch(model, optimizer, data, spec, epoch, forward)
         row = epoch_metrics(model, data, epoch, spec.recipe.lr_at(epoch), train)
         history.append(row)
         bar.set_postfix(

@@ -3,7 +3,8 @@
 import torch
 
 from featdyn.checkpoints import CheckpointStore
-from featdyn.composite import run_composite, write_band
+from featdyn.composite import run_composite
+from featdyn.composite_results import write_band
 from featdyn.data import evaluation_set, read_dataset, tensor_data
 from featdyn.device import torch_device
 from featdyn.io import log_to

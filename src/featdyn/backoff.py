@@ -4,7 +4,8 @@ Stages that evaluate many forward passes (composite, separation, isotropy) size 
 memory budget; a device can still run out (other processes, fragmentation, a budget set too high).
 `Backoff.run(fn)` calls `fn(size)` and, on an out-of-memory error, halves `size` and calls again,
 down to `minimum`. Callers only split work into smaller pieces whose results they combine in the same
-order as before, so a back-off never changes a result. The first halving is logged once per `Backoff`.
+order as before, so a back-off does not change a result (where it may, in the last bits, `effect` says
+so in the log). The first halving is logged once per `Backoff`.
 """
 
 from __future__ import annotations
@@ -37,8 +38,8 @@ def release_cached_memory() -> None:
 class Backoff:
     """A chunk size (rows per forward pass, epochs per chunk, ...) that halves on out-of-memory errors."""
 
-    def __init__(self, what: str, size: int, minimum: int = 1):
-        self.what = what
+    def __init__(self, what: str, size: int, minimum: int = 1, effect: str = "results are unchanged"):
+        self.what, self.effect = what, effect
         self.size = max(int(size), int(minimum))
         self.minimum = int(minimum)
         self.halvings = 0
@@ -58,11 +59,12 @@ class Backoff:
         if self.halvings == 0:
             LOG.warning(
                 "%s: device out of memory at %d (%s); continuing with %d, halving again on each further "
-                "out-of-memory error (results are unchanged)",
+                "out-of-memory error (%s)",
                 self.what,
                 self.size,
                 str(error).splitlines()[0][:200] if str(error) else type(error).__name__,
                 new,
+                self.effect,
             )
         self.size = new
         self.halvings += 1

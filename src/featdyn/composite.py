@@ -42,7 +42,7 @@ from torch.func import functional_call, vmap
 from tqdm.auto import tqdm
 
 from featdyn.backoff import Backoff
-from featdyn.batching import chunk_slices
+from featdyn.batching import MIN_ROWS, chunk_slices, padded_forward
 from featdyn.checkpoints import CheckpointStore, strided_epochs
 from featdyn.composite_results import BAND_ARRAYS as BAND_ARRAYS
 from featdyn.composite_results import MEMORY_WINDOW_COLUMNS as MEMORY_WINDOW_COLUMNS
@@ -255,7 +255,7 @@ class CompositeEngine:
         self._deep = BlockCache(
             self.states, deep_names, self._block_epochs(deep_names, budget), self._prepare
         )
-        self._rows = Backoff("composite: rows per forward pass", DEFAULT_ROWS)
+        self._rows = Backoff("composite: rows per forward pass", DEFAULT_ROWS, MIN_ROWS)
         if self.strategy == "auto":
             self.strategy = "loop" if self.states.device.type == "cpu" else "auto"
 
@@ -309,9 +309,10 @@ class CompositeEngine:
         return self._probe
 
     def row_limit(self, x: torch.Tensor, rows: int) -> int:
-        """`rows`, capped so the activations of one forward pass fit their share of the budget."""
+        """`rows`, capped so the activations of one forward pass fit their share of the budget (but
+        at least `MIN_ROWS`)."""
         cap = self.memory_budget_mb * 2**20 * ACTIVATIONS_SHARE // self.probe(x).activation_bytes
-        return max(1, min(int(rows), int(cap)))
+        return max(MIN_ROWS, min(int(rows), int(cap)))
 
     # forward passes
 
@@ -325,8 +326,8 @@ class CompositeEngine:
     ) -> torch.Tensor:
         """`fn` on pieces of at most `size` rows (dim 0 of `x`), concatenated along `out_dim`."""
         if len(x) <= size:
-            return fn(x)
-        return torch.cat([fn(part) for part in x.split(size)], out_dim)
+            return padded_forward(fn, x, out_dim)
+        return torch.cat([padded_forward(fn, part, out_dim) for part in x.split(size)], out_dim)
 
     def _stacked_calls(
         self,
@@ -521,10 +522,10 @@ def composite_band(
     ref_idx = [list(epochs).index(e) for e in reference_epochs]
     b = max(1, min(batch_size, n, int(budget * BUFFERS_SHARE / 2 // (n_off * n_epochs * 6))))
     probe = engine.probe(x)
-    rows = Backoff("composite: rows per forward pass", engine.row_limit(x, batch_size))
+    rows = Backoff("composite: rows per forward pass", engine.row_limit(x, batch_size), MIN_ROWS)
     chunk = Backoff(
         "composite: epochs of shallow features held",
-        max(1, int(budget * FEATURES_SHARE // (b * probe.feature_bytes))),
+        max(1, min(n_epochs, int(budget * FEATURES_SHARE // (b * probe.feature_bytes)))),
     )
     t_chunk = max(1, int(budget * BUFFERS_SHARE / 2 // (n_off * b * 25)))
     preds = torch.empty(n_off, n_epochs, b, dtype=torch.int16 if probe.classes < 2**15 else torch.long)

@@ -15,6 +15,7 @@ UᵀΣ_wU needs the class means, hence a second pass over the data (`SeparationA
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
+from functools import partial
 
 import numpy as np
 import torch
@@ -23,6 +24,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from featdyn.backoff import Backoff, is_out_of_memory
+from featdyn.batching import MIN_ROWS, padded_forward
 from featdyn.checkpoints import CheckpointStore
 from featdyn.separation_results import MEASURES
 from featdyn.separation_results import read_separation as read_separation
@@ -142,7 +144,7 @@ def _stage_outputs(model: nn.Module, x: torch.Tensor) -> Iterator[torch.Tensor]:
         yield x
 
 
-def _layer_output(model: nn.Module, x: torch.Tensor, layer: int) -> torch.Tensor:
+def _layer_output(model: nn.Module, x: torch.Tensor, *, layer: int) -> torch.Tensor:
     """The input (layer 0) or the output of stage `layer`."""
     for stage in model.stages[:layer]:
         x = stage(x)
@@ -166,8 +168,9 @@ def _batch_layers(model: nn.Module, batch: torch.Tensor, rows: Backoff) -> Itera
                         done += 1
             else:
                 for layer in range(done, len(model.stages) + 1):
+                    layer_of = partial(_layer_output, model, layer=layer)
                     yield torch.cat(
-                        [_layer_output(model, piece, layer).cpu() for piece in batch.split(rows.size)]
+                        [padded_forward(layer_of, piece).cpu() for piece in batch.split(rows.size)]
                     )
                     done += 1
             return
@@ -191,7 +194,7 @@ def load_curve(
     was_training = model.training
     model.eval()
     accumulators: list[SeparationAccumulator] = []
-    rows = Backoff("separation: samples per forward pass", batch_size)
+    rows = Backoff("separation: samples per forward pass", batch_size, MIN_ROWS)
     try:
         for second_pass in (False, True):
             for start in range(0, len(x), batch_size):

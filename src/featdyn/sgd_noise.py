@@ -93,6 +93,7 @@ def one_step_perturbations(
     chunk_size: int = 50,
     dtype: torch.dtype = torch.float64,
     grad_dtype: torch.dtype | None = None,
+    vmapped: bool | None = None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Feature perturbations Δh_m of one plain SGD step on each of M seeded mini-batches.
 
@@ -108,9 +109,11 @@ def one_step_perturbations(
     The gradients may be taken in a cheaper `grad_dtype` (default: `dtype`): they are cast to `dtype`
     before the step, so only the step's direction carries that precision, not the feature difference.
     Each gradient is one batched backward pass (`minibatch_gradients`; torch.func.grad would import
-    torch._dynamo, seconds per process, for no speed-up); the M stepped shallow parts are evaluated
-    with vmap over stacked parameters, `chunk_size` at a time (halved on a device out-of-memory error;
-    each perturbation is computed alone in its vmap lane, so the result does not change).
+    torch._dynamo, seconds per process, for no speed-up). The M stepped shallow parts run one
+    `functional_call` each on CPUs (exactly the stepped network's forward pass, and faster there than
+    vmap) and with vmap over stacked parameters elsewhere (`vmapped` overrides the choice),
+    `chunk_size` at a time; the chunk halves on a device out-of-memory error (vmap lanes of a smaller
+    chunk round the last bits differently; the loop's results do not change).
     Returns delta (M, p) float64 and an info dict (reduction, p, seeds, indices, ...).
     """
     n_stages = len(model.stages)
@@ -118,6 +121,7 @@ def one_step_perturbations(
         raise ValueError(f"split depth {depth} is not in 1..{n_stages - 1}")
     device = next(model.parameters()).device
     grad_dtype = grad_dtype or dtype
+    vmapped = device.type != "cpu" if vmapped is None else vmapped
     grad_net = without_running_stats(copy.deepcopy(nn.Sequential(*model.stages))).to(grad_dtype).train()
     shallow_net = copy.deepcopy(nn.Sequential(*model.stages[:depth])).to(dtype).eval()
     shallow_params = {name: param.detach() for name, param in shallow_net.named_parameters()}
@@ -139,7 +143,11 @@ def one_step_perturbations(
         reducer, info = feature_reducer(
             tuple(reference.shape[1:]), len(probe), reduce, p_max, projection_seed
         )
-        chunk = Backoff("isotropy: stepped shallow parts per vmapped call", chunk_size)
+        chunk = Backoff(
+            "isotropy: stepped shallow parts per call",
+            chunk_size,
+            effect="results change in the last bits" if vmapped else "results are unchanged",
+        )
         chunks: list[torch.Tensor] = []
         while (start := sum(len(c) for c in chunks)) < M:
 
@@ -148,9 +156,14 @@ def one_step_perturbations(
                     name: shallow_params[name] - lr * grads[name][start : start + size].to(dtype)
                     for name in trainable
                 }
-                return reducer(vmap(features)(stepped) - reference).cpu()
+                if vmapped:
+                    moved = vmap(features)(stepped)
+                else:
+                    n = len(next(iter(stepped.values())))
+                    moved = torch.stack([features({k: v[i] for k, v in stepped.items()}) for i in range(n)])
+                return torch.cat([reducer(row[None]) for row in moved - reference])
 
-            chunks.append(chunk.run(stepped_features))
+            chunks.append(chunk.run(stepped_features).cpu())
     delta = torch.cat(chunks).numpy().astype(np.float64)
     info.update(
         M=M,

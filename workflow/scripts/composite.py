@@ -33,6 +33,7 @@ result = run_composite(
     batch_size=settings["batch_size"],
     memory_budget_mb=settings["memory_budget_mb"],
     precision=settings["precision"],
+    strategy=settings["strategy"],
     device=torch_device(sm.params.device),
     progress=sm.config["progress"],
 )

@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Any
 
 import numpy as np
 import torch
@@ -73,7 +74,7 @@ DEFAULT_ROWS = 512
 """Rows per forward pass when no batch size is given (CPU caches favour a few hundred)."""
 
 
-def stage_state(state: Mapping[str, torch.Tensor], start: int, stop: int) -> dict[str, torch.Tensor]:
+def stage_state(state: Mapping[str, Any], start: int, stop: int) -> dict[str, Any]:
     """Entries of a (stacked) state dict that belong to stages[start:stop], without BN step counters."""
     prefixes = tuple(f"stages.{i}." for i in range(start, stop))
     return {
@@ -81,16 +82,9 @@ def stage_state(state: Mapping[str, torch.Tensor], start: int, stop: int) -> dic
     }
 
 
-def _stage_names(names: Sequence[str], start: int, stop: int | None) -> list[str]:
-    """The state-dict names of stages[start:stop], without BN step counters."""
-    stop = 2**31 if stop is None else stop
-    return [
-        n
-        for n in names
-        if n.startswith("stages.")
-        and start <= int(n.split(".")[1]) < stop
-        and not n.endswith("num_batches_tracked")
-    ]
+def stage_names(names: Sequence[str], start: int, stop: int) -> list[str]:
+    """The names among `names` that belong to stages[start:stop], without BN step counters."""
+    return list(stage_state(dict.fromkeys(names), start, stop))
 
 
 # --- checkpoint weights, read in blocks ------------------------------------------------------------
@@ -189,7 +183,7 @@ class BlockCache:
 
 def vmap_supported(model: Staged, sample_input: torch.Tensor, states: EpochStates) -> bool:
     """Whether `vmap` over stacked weights runs the whole chain (tried once on up to two checkpoints)."""
-    names = _stage_names(states.names, 0, None)
+    names = stage_names(states.names, 0, model.n_stages)
     state = states.read(slice(0, min(2, states.n_epochs)), names)
     try:
         with torch.no_grad():
@@ -247,8 +241,8 @@ class CompositeEngine:
             self.memory_format == "auto" and preferred_memory_format(self.model) == torch.channels_last
         )
         budget = self.memory_budget_mb * 2**20
-        shallow_names = _stage_names(self.states.names, 0, self.depth)
-        deep_names = _stage_names(self.states.names, self.depth, None)
+        shallow_names = stage_names(self.states.names, 0, self.depth)
+        deep_names = stage_names(self.states.names, self.depth, self.model.n_stages)
         self._shallow = BlockCache(
             self.states, shallow_names, self._block_epochs(shallow_names, budget), self._prepare
         )
@@ -256,8 +250,8 @@ class CompositeEngine:
             self.states, deep_names, self._block_epochs(deep_names, budget), self._prepare
         )
         self._rows = Backoff("composite: rows per forward pass", DEFAULT_ROWS, MIN_ROWS)
-        if self.strategy == "auto":
-            self.strategy = "loop" if self.states.device.type == "cpu" else "auto"
+        if self.strategy == "auto" and self.states.device.type == "cpu":
+            self.strategy = "loop"  # elsewhere `auto` becomes vmap or loop at the first input
 
     def _block_epochs(self, names: list[str], budget: float) -> int:
         return int(budget * WEIGHTS_SHARE / 2 // max(self.states.bytes_per_epoch(names), 1))
@@ -380,7 +374,7 @@ class CompositeEngine:
                         for _, st in self._shallow.runs(epochs)
                     ]
                 )
-            first, buffer = None, None
+            buffer = None  # (epochs × rows, ...), filled epoch by epoch: no second copy of the features
             for i, s in enumerate(epochs):
                 state = self._shallow.state(s)
                 out = rows.run(
@@ -388,8 +382,7 @@ class CompositeEngine:
                         lambda part: self._call(state, part, 0, self.depth), x, size, 0
                     )
                 )
-                if first is None:
-                    first = out
+                if buffer is None:
                     buffer = torch.empty(
                         (len(epochs) * len(x), *out.shape[1:]),
                         dtype=out.dtype,

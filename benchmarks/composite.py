@@ -203,10 +203,19 @@ def identical(diff: dict[str, float]) -> bool:
     return exact and diff["consistency"] < 1e-12 and diff["cross_entropy"] < 1e-5
 
 
-def literal_composites(n_epochs: int, columns) -> int:
-    """Composites `naive_reference` evaluates for the deep epochs `columns` of the full matrix: per
-    column one reference, per pair the pair itself and one per τ between s and t."""
-    return sum(1 + sum(2 + abs(s - t) for s in range(n_epochs)) for t in columns)
+def literal_composites(n_epochs: int, columns, window: int | None = None) -> int:
+    """Composites `naive_reference` evaluates for the deep epochs `columns` of the band |s − t| ≤ window
+    (None: the full matrix): per column one reference, per pair the pair itself and one per τ."""
+    w = n_epochs - 1 if window is None else window
+    return sum(1 + sum(2 + abs(s - t) for s in range(n_epochs) if abs(s - t) <= w) for t in columns)
+
+
+def band_pairs(n_epochs: int, window: int) -> int:
+    return sum(1 for s in range(n_epochs) for t in range(n_epochs) if abs(s - t) <= window)
+
+
+ISSUE_BAND = (21, 10)
+"""The configuration of the issue's table: 21 checkpoints, window 10 (331 pairs)."""
 
 
 def measure(
@@ -241,11 +250,14 @@ def measure(
     )
     start = time.perf_counter()
     literal = naive_reference(store, depth, store.epochs, x, y, n_epochs - 1, True, columns)
-    literal_s = (time.perf_counter() - start) * literal_composites(n_epochs, range(n_epochs))
-    literal_s /= literal_composites(n_epochs, columns)
+    per_composite = (time.perf_counter() - start) / literal_composites(n_epochs, columns)
+    literal_s = per_composite * literal_composites(n_epochs, range(n_epochs))
     contiguous = naive_reference(store, depth, store.epochs, x, y, n_epochs - 1, False, columns[-1:])
     rate = {name: pairs * samples / t for name, t in times.items()}
     rate["literal"] = pairs * samples / literal_s
+    issue_epochs, issue_window = ISSUE_BAND
+    issue_s = per_composite * literal_composites(issue_epochs, range(issue_epochs), issue_window)
+    rate["literal_issue_band"] = band_pairs(issue_epochs, issue_window) * samples / issue_s
     agree = float((out["limit_bf16"] == out["limit"]).double().mean())
     check = (
         max_difference(out["engine"], literal, columns),
@@ -274,7 +286,7 @@ def speed_table(store: CheckpointStore, x_all: torch.Tensor, y_all: torch.Tensor
     )
     print("pair-samples/s (higher is better); ratios of rates")
     print(header)
-    checks = []
+    checks, issue_rates = [], []
     for samples in args.samples:
         rate, peak, agree, check = measure(store, models, x_all[:samples], y_all[:samples], columns, args)
         print(
@@ -286,10 +298,20 @@ def speed_table(store: CheckpointStore, x_all: torch.Tensor, y_all: torch.Tensor
             f"{rate['engine_bf16'] / rate['limit_bf16']:10.2f} {agree:10.4f} | {peak:7.0f}"
         )
         checks.append((samples, *check))
+        issue_rates.append((samples, rate))
     print(
         f"literal: timed on deep epochs t = {columns} ({literal_pairs} pairs), extrapolated to {pairs} "
         "pairs by the number of composites it evaluates; "
         "bf16 agree: share of pair-sample predictions of the bf16 limit equal to fp32"
+    )
+    print(
+        f"literal at the issue's band ({ISSUE_BAND[0]} checkpoints, window {ISSUE_BAND[1]}, "
+        f"{band_pairs(*ISSUE_BAND)} pairs; its τ loops grow with the window), from its time per composite: "
+        + ", ".join(
+            f"{samples} samples {r['literal_issue_band']:,.0f} pair-samples/s, engine/literal "
+            f"{r['engine'] / r['literal_issue_band']:.1f}x"
+            for samples, r in issue_rates
+        )
     )
     for samples, same_format, other_format, bf16, fp32 in checks:
         print(

@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torch.func import functional_call, vmap
 from tqdm.auto import tqdm
 
@@ -145,7 +146,7 @@ class BlockCache:
         states: EpochStates,
         names: list[str],
         block_epochs: int,
-        prepare: Callable[[torch.Tensor], torch.Tensor],
+        prepare: Callable[[str, torch.Tensor], torch.Tensor],
     ):
         self.states, self.names, self.prepare = states, names, prepare
         self.block_epochs = max(1, min(int(block_epochs), states.n_epochs))
@@ -159,7 +160,7 @@ class BlockCache:
             start = (i // self.block_epochs) * self.block_epochs
             self.block = slice(start, min(start + self.block_epochs, self.states.n_epochs))
             raw = self.states.read(self.block, self.names)
-            self.tensors = {k: self.prepare(v) for k, v in raw.items()}
+            self.tensors = {k: self.prepare(k, v) for k, v in raw.items()}
             self.reads += 1
 
     def state(self, i: int) -> dict[str, torch.Tensor]:
@@ -223,6 +224,7 @@ class CompositeEngine:
     _deep: BlockCache = field(init=False, repr=False)
     _rows: Backoff = field(init=False, repr=False)
     _probe: Probe | None = field(init=False, repr=False, default=None)
+    _autocast_cast: set[str] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         check_depth(self.model, self.depth)
@@ -240,6 +242,12 @@ class CompositeEngine:
         self.channels_last = self.memory_format == "channels_last" or (
             self.memory_format == "auto" and preferred_memory_format(self.model) == torch.channels_last
         )
+        self._autocast_cast = {
+            f"{module_name}.{p}"
+            for module_name, module in self.model.named_modules()
+            if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear))
+            for p in ("weight", "bias")
+        }
         budget = self.memory_budget_mb * 2**20
         shallow_names = stage_names(self.states.names, 0, self.depth)
         deep_names = stage_names(self.states.names, self.depth, self.model.n_stages)
@@ -256,8 +264,11 @@ class CompositeEngine:
     def _block_epochs(self, names: list[str], budget: float) -> int:
         return int(budget * WEIGHTS_SHARE / 2 // max(self.states.bytes_per_epoch(names), 1))
 
-    def _prepare(self, tensor: torch.Tensor) -> torch.Tensor:
-        """A state entry (n, ...) in the memory format of the forward pass (4-D conv weights)."""
+    def _prepare(self, name: str, tensor: torch.Tensor) -> torch.Tensor:
+        """A state entry (n, ...) as the forward pass uses it: 4-D conv weights in its memory format;
+        with bf16 autocast, conv and linear weights in bf16 (autocast would cast them at every call)."""
+        if self.precision == "bf16" and name in self._autocast_cast:
+            tensor = tensor.to(torch.bfloat16)
         if self.channels_last and tensor.ndim == 5:
             return torch.stack([w.contiguous(memory_format=torch.channels_last) for w in tensor])
         return tensor
@@ -294,11 +305,12 @@ class CompositeEngine:
             h = self._input(x[:1])
             largest, feature = h.numel(), 0
             state = {**self._shallow.state(0), **self._deep.state(0)}
-            for i in range(self.model.n_stages):
-                h = self._call(state, h, i, i + 1)
-                largest = max(largest, h.numel())
-                if i == self.depth - 1:
-                    feature = h.numel()
+            with self._autocast():
+                for i in range(self.model.n_stages):
+                    h = self._call(state, h, i, i + 1)
+                    largest = max(largest, h.numel())
+                    if i == self.depth - 1:
+                        feature = h.numel()
             self._probe = Probe(feature * 4, largest * 4 * LIVE_ACTIVATIONS, h.shape[-1])
         return self._probe
 

@@ -47,7 +47,7 @@ def synthetic_cifar(n_train: int, n_test: int, seed: int = 0) -> Arrays:
 
     def make(n: int) -> tuple[np.ndarray, np.ndarray]:
         y = rng.integers(0, 10, n)
-        x = 0.4 * templates[y] + rng.uniform(0, 153, (n, 3, 32, 32))
+        x = 0.25 * templates[y] + rng.uniform(0, 191, (n, 3, 32, 32))
         return np.clip(x, 0, 255).astype(np.uint8), y.astype(np.int64)
 
     (xtr, ytr), (xte, yte) = make(n_train), make(n_test)

@@ -1,6 +1,7 @@
 """Composite engine against the literal definitions, a plain per-pair loop and the hardware's limit.
 
     python benchmarks/composite.py [--quick] [--threads 1] [--samples 64 512] [--repeats 3]
+    python benchmarks/composite.py --memory-only --budget-mb 64     # the memory table under another budget
 
 ResNet-20 (32×32 inputs, split depth 4) trained briefly on random CIFAR-shaped data gives real
 checkpoints (BatchNorm statistics included). For each sample count, in one process and alternating
@@ -172,8 +173,9 @@ def memory_child(path: str, samples: int, budget_mb: float, window: int) -> None
     store = CheckpointStore(path)
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(samples, 3, 32, 32, generator=g), torch.randint(0, 10, (samples,), generator=g)
-    engine = composite_engine(None, store, MEMORY_DEPTH, memory_budget_mb=budget_mb)
-    composite_band(engine, store.epochs, x[:2], y[:2], window, [], 2)  # warm-up: imports, kernels
+    warm_up = composite_engine(None, store, MEMORY_DEPTH, epochs=store.epochs[:2], memory_budget_mb=budget_mb)
+    composite_band(warm_up, store.epochs[:2], x, y, window, [], 256)  # imports, kernels, allocator pools
+    del warm_up
     engine = composite_engine(None, store, MEMORY_DEPTH, memory_budget_mb=budget_mb)
     reset_peak()
     before = resident_mb("VmRSS")
@@ -372,6 +374,7 @@ def main() -> None:
     parser.add_argument("--memory-checkpoints", type=int, nargs="+", default=[21, 81, 201])
     parser.add_argument("--memory-samples", type=int, default=16)
     parser.add_argument("--memory-window", type=int, default=5)
+    parser.add_argument("--memory-only", action="store_true", help="only the peak-memory table")
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -385,7 +388,8 @@ def main() -> None:
         start = time.perf_counter()
         store, data = trained_store(Path(tmp), args.pair_epochs)
         print(f"trained ResNet-20 for {args.pair_epochs - 1} epochs in {time.perf_counter() - start:.0f} s")
-        speed_table(store, data.x_test, data.y_test, args)
+        if not args.memory_only:
+            speed_table(store, data.x_test, data.y_test, args)
         memory_table(store, Path(tmp), args)
 
 

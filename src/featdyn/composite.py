@@ -160,7 +160,8 @@ class BlockCache:
             start = (i // self.block_epochs) * self.block_epochs
             self.block = slice(start, min(start + self.block_epochs, self.states.n_epochs))
             raw = self.states.read(self.block, self.names)
-            self.tensors = {k: self.prepare(k, v) for k, v in raw.items()}
+            for name in list(raw):  # one entry at a time: the raw block is freed as it is prepared
+                self.tensors[name] = self.prepare(name, raw.pop(name))
             self.reads += 1
 
     def state(self, i: int) -> dict[str, torch.Tensor]:
@@ -388,12 +389,7 @@ class CompositeEngine:
                 )
             buffer = None  # (epochs × rows, ...), filled epoch by epoch: no second copy of the features
             for i, s in enumerate(epochs):
-                state = self._shallow.state(s)
-                out = rows.run(
-                    lambda size, state=state: self._in_pieces(
-                        lambda part: self._call(state, part, 0, self.depth), x, size, 0
-                    )
-                )
+                out = rows.run(partial(self._shallow_at, s, x))
                 if buffer is None:
                     buffer = torch.empty(
                         (len(epochs) * len(x), *out.shape[1:]),
@@ -403,6 +399,11 @@ class CompositeEngine:
                     )
                 buffer[i * len(x) : (i + 1) * len(x)] = out
             return buffer.unflatten(0, (len(epochs), len(x)))
+
+    def _shallow_at(self, s: int, x: torch.Tensor, size: int) -> torch.Tensor:
+        """h^(s)(x) in pieces of `size` rows (no reference to the weights outlives the call)."""
+        state = self._shallow.state(s)
+        return self._in_pieces(lambda part: self._call(state, part, 0, self.depth), x, size, 0)
 
     @torch.no_grad()
     def deep_logits(self, t: int, features: torch.Tensor, rows: Backoff | None = None) -> torch.Tensor:

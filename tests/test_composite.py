@@ -8,6 +8,7 @@ from featdyn.composite import (
     BandResult,
     CompositeEngine,
     composite_band,
+    composite_engine,
     memory_window,
     memory_window_frame,
     naive_reference,
@@ -15,7 +16,9 @@ from featdyn.composite import (
     run_composite,
     write_band,
 )
-from featdyn.models import split
+from featdyn.data import Arrays, tensor_data
+from featdyn.models import build_model, split
+from featdyn.train import Recipe, TrainSpec, train_run
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +54,7 @@ def test_engine_matches_the_literal_definitions(store, eval_data, depth):
     x, y = eval_data
     result = composite_band(
         engine_for(store, depth), store.epochs, x, y, window=2, batch_size=25, memory_budget_mb=0.05
-    )  # tiny budget: exercises chunking over epochs
+    )  # tiny budget: exercises chunking over epochs (vmap: its own test)
     naive = naive_reference(store, depth, store.epochs, x, y, window=2)
     for name in ("accuracy", "agreement", "consistency"):
         np.testing.assert_allclose(getattr(result, name), naive[name], atol=1e-9, err_msg=name)
@@ -155,3 +158,96 @@ def test_memory_window_frame(tmp_path) -> None:
     assert frame["memory_window"].tolist() == [0, 1, 2, 0, 1, 1]
     assert frame["censored"].tolist() == [True, False, True, True, False, False]
     assert memory_window_frame([]).empty
+
+
+# --- the engine's paths: blocks of weights from HDF5, loop and vmap, channels_last, batching ---------
+
+BAND_FIELDS = ("accuracy", "agreement", "consistency", "consistency_correct", "sample_consistency")
+
+
+def assert_same_band(a, b, cross_entropy_rtol: float = 0.0) -> None:
+    for name in BAND_FIELDS:
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+    np.testing.assert_allclose(a.cross_entropy, b.cross_entropy, rtol=cross_entropy_rtol, atol=0)
+
+
+def test_weights_read_from_the_store_in_blocks_give_the_same_band(store, eval_data):
+    x, y = eval_data
+    stacked = composite_band(engine_for(store, 2), store.epochs, x, y, None, [4], 25)
+    engine = composite_engine(None, store, 2, memory_budget_mb=0.1)  # blocks of a few epochs
+    blocked = composite_band(engine, store.epochs, x, y, None, [4], 25)
+    assert engine._deep.block_epochs < len(store.epochs) and engine.weight_reads > 2
+    assert_same_band(blocked, stacked)
+
+
+def test_loop_forward_is_bit_identical_to_the_plain_network(store, eval_data):
+    x, _ = eval_data
+    engine = composite_engine(None, store, 2, strategy="loop")
+    s, t = 1, 3
+    logits = engine.deep_logits(t, engine.shallow_features(x, range(s, s + 1))[0])
+    with torch.no_grad():
+        shallow, _ = split(store.model_at(s), 2)
+        _, deep = split(store.model_at(t), 2)
+        assert torch.equal(logits, deep(shallow(x)))
+
+
+def test_vmap_strategy_gives_the_same_predictions(store, eval_data):
+    x, y = eval_data
+    loop, vmapped = (
+        composite_band(composite_engine(None, store, 3, strategy=s), store.epochs, x, y, 2, [3], 32)
+        for s in ("loop", "vmap")
+    )
+    assert_same_band(vmapped, loop, cross_entropy_rtol=1e-5)  # vmap's grouped convolutions round differently
+
+
+def test_band_does_not_depend_on_batches_or_chunks(store, eval_data):
+    x, y = eval_data
+    whole = composite_band(engine_for(store, 1), store.epochs, x, y, None, [2, 4], batch_size=60)
+    pieces = composite_band(
+        engine_for(store, 1), store.epochs, x, y, None, [2, 4], batch_size=7, memory_budget_mb=0.01
+    )  # 7 samples per batch, one epoch of features at a time
+    assert_same_band(pieces, whole, cross_entropy_rtol=1e-12)  # CE sums group differently
+
+
+def test_unknown_strategy_is_rejected(store):
+    with pytest.raises(ValueError, match="unknown composite strategy 'grouped'; available"):
+        composite_engine(None, store, 1, strategy="grouped")
+
+
+@pytest.fixture(scope="module")
+def image_store(tmp_path_factory):
+    """A small CNN on 8×8 two-channel images: an image model, so the engine runs in channels_last."""
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 4, 96)
+    x = (rng.standard_normal((96, 2, 8, 8)) + y[:, None, None, None]).astype(np.float32)
+    data = tensor_data(Arrays(x[:64], y[:64], x[64:], y[64:], 4, "synthetic"))
+    torch.manual_seed(0)
+    model = build_model("cnn", (2, 8, 8), 4, widths=(4, 8))
+    path = tmp_path_factory.mktemp("images") / "checkpoints.h5"
+    spec = TrainSpec(Recipe(lr=0.05, batch_size=16, augment=True, crop_padding=1), 3, 1, 0)
+    model_spec = {"name": "cnn", "sample_shape": [2, 8, 8], "classes": 4, "options": {"widths": [4, 8]}}
+    train_run(
+        model,
+        data,
+        spec,
+        state_dir=path.parent / "state",
+        out_path=path,
+        model_spec=model_spec,
+        labels={},
+        provenance={},
+        progress=False,
+    )
+    return CheckpointStore(path), data.x_test, data.y_test
+
+
+def test_image_models_run_in_channels_last_with_the_literal_predictions(image_store):
+    store, x, y = image_store
+    engine = composite_engine(None, store, 2)
+    assert engine.channels_last
+    result = composite_band(engine, store.epochs, x, y, None, [3], 16)
+    for channels_last in (True, False):
+        naive = naive_reference(store, 2, store.epochs, x, y, 3, channels_last)
+        for name in ("accuracy", "agreement"):
+            np.testing.assert_array_equal(getattr(result, name), naive[name], err_msg=name)
+        np.testing.assert_allclose(result.consistency, naive["consistency"], atol=1e-12)
+        np.testing.assert_allclose(result.cross_entropy, naive["cross_entropy"], rtol=1e-5)

@@ -203,6 +203,17 @@ def test_semantic_errors_name_key_and_allowed_values(config, key, value, message
         ("runs.m1d-clean.save_every", 0, "`runs.m1d-clean.save_every`"),
         ("recipes.mnist1d-sgd.lr", 0, "`recipes.mnist1d-sgd.lr`"),
         ("composite.precision", "fp8", "`composite.precision`: 'fp8' is not one of ['fp32', 'bf16']"),
+        (
+            "composite.strategy",
+            "grouped",
+            "`composite.strategy`: 'grouped' is not one of ['auto', 'loop', 'vmap']",
+        ),
+        ("recipes.mnist1d-sgd.precision", "fp16", "`recipes.mnist1d-sgd.precision`: 'fp16' is not one of"),
+        (
+            "recipes.mnist1d-sgd.compile",
+            "yes",
+            "`recipes.mnist1d-sgd.compile`: 'yes' is not of type 'boolean'",
+        ),
         ("device", "tpu", "`device`: 'tpu' is not one of"),
     ],
 )

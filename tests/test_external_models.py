@@ -1,3 +1,4 @@
+import dataclasses
 import textwrap
 
 import numpy as np
@@ -7,18 +8,9 @@ import torchvision
 from helpers import tiny_arrays
 from torch import nn
 
-from featdyn.composite import CompositeEngine, composite_band
+from featdyn.composite import CompositeEngine, EpochStates, choose_strategy, composite_band, vmap_supported
 from featdyn.data import tensor_data
-from featdyn.external import (
-    ExternalModelError,
-    LoopCompositeEngine,
-    StageMapError,
-    build_external,
-    composite_engine,
-    is_external,
-    probe_input,
-    vmap_supported,
-)
+from featdyn.external import ExternalModelError, StageMapError, build_external, is_external, probe_input
 from featdyn.vit import vit
 
 NET = """
@@ -288,17 +280,20 @@ def test_vmap_supported_detects_data_dependent_control_flow(net_file, caplog):
     staged = build_external(f"{net_file}:Branchy", SHAPE, 4, stages=stages)
     stacked = _stacked([staged.state_dict()] * 2, noise=0.1)
     x = torch.randn(4, *SHAPE)
-    assert not vmap_supported(staged, x, stacked)
-    engine = composite_engine(staged, stacked, 1, "fp32", x)
-    assert type(engine) is LoopCompositeEngine
-    assert [r.getMessage().count("loops over them") for r in caplog.records] == [1]  # said once
-    features = engine.shallow(x)
-    logits = engine.deep(features, slice(None))
+    states = EpochStates.from_stacked(stacked)
+    assert not vmap_supported(staged, x, states)
+    assert choose_strategy(staged, x, states) == "loop"  # CPUs loop anyway, silently
+    assert not caplog.records
+    elsewhere = dataclasses.replace(states, device=torch.device("cuda"))  # where auto would take vmap
+    assert choose_strategy(staged, x, elsewhere) == "loop"
+    assert [r.getMessage().count("loops over them") for r in caplog.records] == [1]
+    engine = CompositeEngine(staged, stacked, 1, strategy="loop")
+    features = engine.shallow_features(x, range(2))
     with torch.no_grad():
         for i in range(2):
             staged.load_state_dict({k: v[i] for k, v in stacked.items()})
             assert torch.equal(features[i], staged.eval()(x, 0, 1))
-            assert torch.equal(logits[i], staged(x))
+            assert torch.equal(engine.deep_logits(i, features[i]), staged(x))
 
 
 def _stacked(states, noise: float) -> dict[str, torch.Tensor]:
@@ -312,21 +307,27 @@ def _stacked(states, noise: float) -> dict[str, torch.Tensor]:
     return out
 
 
-def test_loop_engine_equals_the_vmap_engine_exactly():
+def test_loop_engine_equals_the_vmap_engine_on_a_vit():
     models = []
     for seed in range(4):
         torch.manual_seed(seed)
         models.append(vit((40,), 10, dim=32, depth=3, heads=4))
     stacked = {k: torch.stack([m.state_dict()[k] for m in models]) for k in models[0].state_dict()}
     data = tensor_data(tiny_arrays(n_train=40, n_test=60))
-    assert vmap_supported(models[0], probe_input((40,)), stacked)
-    assert type(composite_engine(models[0], stacked, 2, "fp32", data.x_test[:2])) is CompositeEngine
-    batched, looped = CompositeEngine(models[0], stacked, 2), LoopCompositeEngine(models[0], stacked, 2)
-    features = batched.shallow(data.x_test)
-    assert torch.equal(looped.shallow(data.x_test), features)
-    assert torch.equal(looped.deep(features[1:3], slice(0, 2)), batched.deep(features[1:3], slice(0, 2)))
+    assert vmap_supported(models[0], probe_input((40,)), EpochStates.from_stacked(stacked))
     epochs = [0, 1, 2, 3]
-    a = composite_band(batched, epochs, data.x_test, data.y_test, None, [3], batch_size=25)
-    b = composite_band(looped, epochs, data.x_test, data.y_test, None, [3], batch_size=25)
-    for name in ("accuracy", "cross_entropy", "agreement", "consistency", "sample_consistency"):
-        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+    looped, batched = (
+        composite_band(
+            CompositeEngine(models[0], stacked, 2, strategy=s),
+            epochs,
+            data.x_test,
+            data.y_test,
+            None,
+            [3],
+            25,
+        )
+        for s in ("loop", "vmap")
+    )
+    for name in ("accuracy", "agreement", "consistency", "sample_consistency"):
+        np.testing.assert_array_equal(getattr(batched, name), getattr(looped, name), err_msg=name)
+    np.testing.assert_allclose(batched.cross_entropy, looped.cross_entropy, rtol=1e-5)

@@ -12,7 +12,7 @@ import torch
 from helpers import tiny_arrays, train_tiny
 
 from featdyn.checkpoints import CheckpointStore
-from featdyn.data import tensor_data
+from featdyn.data import Arrays, tensor_data
 from featdyn.models import build_model
 from featdyn.train import Recipe, TrainSpec, augment_batch, train_run
 
@@ -132,3 +132,62 @@ def test_batched_augmentation_crops_and_flips():
             for dx in range(5)
         ]
         assert any(torch.equal(padded[i], w) for w in windows)
+
+
+# --- memory format and precision -------------------------------------------------------------------
+
+
+def image_data():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 4, 120)
+    x = (rng.standard_normal((120, 2, 8, 8)) + y[:, None, None, None]).astype(np.float32)
+    return tensor_data(Arrays(x[:96], y[:96], x[96:], y[96:], 4, "synthetic"))
+
+
+class Interrupted(Exception):
+    pass
+
+
+def train_cnn(folder: Path, precision: str, stop_after: int | None = None) -> Path:
+    """A small CNN on 8×8 images with augmentation, optionally interrupted after epoch `stop_after`."""
+    torch.manual_seed(0)
+    model = build_model("cnn", (2, 8, 8), 4, widths=(4, 8))
+    spec = TrainSpec(Recipe(lr=0.05, batch_size=32, augment=True, crop_padding=1, precision=precision), 4)
+
+    def interrupt(epoch: int, trained) -> None:
+        assert trained.stages[0][0].weight.is_contiguous(memory_format=torch.channels_last)
+        if epoch == stop_after:
+            raise Interrupted
+
+    train_run(
+        model,
+        image_data(),
+        spec,
+        state_dir=folder / "state",
+        out_path=folder / "checkpoints.h5",
+        model_spec={"name": "cnn", "sample_shape": [2, 8, 8], "classes": 4, "options": {"widths": [4, 8]}},
+        labels={},
+        provenance={},
+        on_epoch=interrupt,
+        progress=False,
+    )
+    return folder / "checkpoints.h5"
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_image_models_train_in_channels_last_and_resume_bit_identically(tmp_path, precision):
+    with pytest.raises(Interrupted):  # epoch 3's state is lost, epoch 2's resume state is kept
+        train_cnn(tmp_path / "resumed", precision, stop_after=3)
+    resumed = states_of(train_cnn(tmp_path / "resumed", precision))
+    whole = states_of(train_cnn(tmp_path / "whole", precision))
+    assert all(np.array_equal(resumed[k], whole[k]) for k in whole)
+    assert (
+        CheckpointStore(tmp_path / "whole" / "checkpoints.h5").metrics["test_acc"].iloc[-1] > 0.5
+    )  # chance 0.25
+
+
+def test_bf16_training_differs_from_fp32_only_by_rounding(tmp_path):
+    fp32 = CheckpointStore(train_cnn(tmp_path / "fp32", "fp32")).metrics
+    bf16 = CheckpointStore(train_cnn(tmp_path / "bf16", "bf16")).metrics
+    assert not np.array_equal(fp32["train_loss"], bf16["train_loss"])
+    np.testing.assert_allclose(bf16["train_loss"], fp32["train_loss"], rtol=0.05)

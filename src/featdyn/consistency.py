@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from featdyn.composite import BandResult
+from featdyn.composite_results import BandResult
 from featdyn.stats import reflected_kde, share_at_one, welch_markdown, welch_table
 
 GROUP = ["pair", "eval_set", "depth"]

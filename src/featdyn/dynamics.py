@@ -8,27 +8,31 @@
 - Drift (Fig. 11): `||θ_t − θ_T|| / ||θ_T||` per stage (trainable parameters only) and
   `mean_x ||h^(t)(x) − h^(T)(x)|| / ||h^(T)(x)||` per depth, T the last saved epoch.
 
-Features of many epochs come from `CompositeEngine.shallow`, one vmapped call over stacked weights.
+Features of many epochs come from the composite engine (`featdyn.composite`), which reads the
+checkpoints' weights in blocks; drift holds only a chunk of epochs at a time.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable, Sequence
 
 import numpy as np
-import pandas as pd
 import torch
 
 from featdyn.batching import chunk_slices
 from featdyn.checkpoints import CheckpointStore
-from featdyn.composite import CompositeEngine
-from featdyn.h5files import open_h5
-from featdyn.io import atomic_h5, load_arrays, save_arrays
+from featdyn.composite import FEATURES_SHARE, CompositeEngine, composite_engine
+from featdyn.dynamics_results import Drift, PCAPerturbation, RegionGrid, Trajectories
+from featdyn.dynamics_results import drift_frames as drift_frames
+from featdyn.dynamics_results import read_drift as read_drift
+from featdyn.dynamics_results import read_pca_perturbation as read_pca_perturbation
+from featdyn.dynamics_results import read_trajectories as read_trajectories
+from featdyn.dynamics_results import write_drift as write_drift
+from featdyn.dynamics_results import write_pca_perturbation as write_pca_perturbation
+from featdyn.dynamics_results import write_trajectories as write_trajectories
 from featdyn.models import Staged
+
+# The results and their files are re-exported: figure jobs import them from featdyn.dynamics_results.
 
 Deep = Callable[[torch.Tensor], torch.Tensor]
 Limits = tuple[tuple[float, float], tuple[float, float]]
@@ -37,15 +41,13 @@ Limits = tuple[tuple[float, float], tuple[float, float]]
 # --- features of many epochs ---------------------------------------------------------------------
 
 
-def feature_engine(store: CheckpointStore, epochs: Sequence[int], depth: int, device: str) -> CompositeEngine:
-    stacked = {k: v.to(device) for k, v in store.stacked(epochs).items()}
-    return CompositeEngine(store.build_model().to(device), stacked, depth)
-
-
-def _rows_per_chunk(engine: CompositeEngine, x: torch.Tensor, memory_budget_mb: float) -> int:
-    """Samples per chunk so that the features of every epoch (and intermediates) fit the budget."""
-    per_sample = engine.shallow(x[:1], slice(0, 1)).numel() * engine.n_epochs * 4 * 3
-    return max(1, int(memory_budget_mb * 2**20 // per_sample))
+def feature_engine(
+    store: CheckpointStore, epochs: Sequence[int], depth: int, device: str, memory_budget_mb: float = 512
+) -> CompositeEngine:
+    """The composite engine over `epochs` of a store, reading their weights in blocks."""
+    return composite_engine(
+        None, store, depth, epochs=epochs, device=device, memory_budget_mb=memory_budget_mb
+    )
 
 
 def features_over_epochs(engine: CompositeEngine, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
@@ -66,26 +68,6 @@ def predict(deep: Deep, features: torch.Tensor, batch_size: int = 4096) -> torch
 
 
 # --- classification regions on a plane -----------------------------------------------------------
-
-
-@dataclass
-class RegionGrid:
-    """Predicted class `classes[iy, ix]` at the plane point (xs[ix], ys[iy])."""
-
-    xs: np.ndarray
-    ys: np.ndarray
-    classes: np.ndarray
-
-    def lookup(self, coords: np.ndarray) -> np.ndarray:
-        """Class of the grid cell nearest to each point of `coords` (..., 2)."""
-        ix = _nearest(self.xs, coords[..., 0])
-        iy = _nearest(self.ys, coords[..., 1])
-        return self.classes[iy, ix]
-
-
-def _nearest(axis: np.ndarray, values: np.ndarray) -> np.ndarray:
-    step = (axis[-1] - axis[0]) / (len(axis) - 1)
-    return np.clip(np.rint((values - axis[0]) / step), 0, len(axis) - 1).astype(np.int64)
 
 
 def plane_limits(coords: np.ndarray, quantile: float = 0.005, margin: float = 0.1) -> Limits:
@@ -121,22 +103,6 @@ def region_grid(
 
 
 # --- trajectories of 2-D features (Fig. 6) --------------------------------------------------------
-
-
-@dataclass
-class Trajectories:
-    epochs: np.ndarray  # (E,) saved epochs
-    features: np.ndarray  # (E, N, 2) h^(t)(x)
-    labels: np.ndarray  # (N,) training labels the run used
-    sample_index: np.ndarray  # (N,) rows of the training set
-    final_prediction: np.ndarray  # (N,) argmax f^(T)(x)
-    regions: RegionGrid  # classes of g^(T) on the plane
-    depth: int
-
-    @property
-    def grid_agreement(self) -> float:
-        """Share of final features whose nearest grid cell has the class g^(T) gives them."""
-        return float(np.mean(self.regions.lookup(self.features[-1]) == self.final_prediction))
 
 
 def compute_trajectories(
@@ -177,26 +143,6 @@ def compute_trajectories(
 
 
 # --- PCA perturbation (Fig. 14) ------------------------------------------------------------------
-
-
-@dataclass
-class PCAPerturbation:
-    epochs: np.ndarray  # (E,) epochs τ of the window, the last one is T
-    magnitudes: np.ndarray  # (A,) noise magnitudes a
-    scale: str  # "absolute" or "pc_std" (a in units of the std along each direction)
-    agreement: np.ndarray  # (A, E) share with argmax g^(T)(h^(τ)(x) + noise) == argmax f^(T)(x)
-    accuracy: np.ndarray  # (A, E) share with the prediction == the label
-    components: np.ndarray  # (2, p) top-2 principal directions of the epoch-T features
-    pc_std: np.ndarray  # (2,) std of the epoch-T features along them
-    mean: np.ndarray  # (p,) mean epoch-T feature, the origin of the plane
-    coords: np.ndarray  # (E, N, 2) unperturbed features in the plane's coordinates
-    figure_magnitude: float
-    perturbed_coords: np.ndarray  # (E, N, 2) first draw at the figure magnitude
-    perturbed_prediction: np.ndarray  # (E, N)
-    reference_prediction: np.ndarray  # (N,) argmax f^(T)(x)
-    labels: np.ndarray  # (N,)
-    regions: RegionGrid  # classes of g^(T) on the plane through `mean` spanned by `components`
-    depth: int
 
 
 def principal_directions(
@@ -316,14 +262,6 @@ def _reshaping(deep: Deep, feature_shape: torch.Size) -> Deep:
 # --- drift (Fig. 11) -----------------------------------------------------------------------------
 
 
-@dataclass
-class Drift:
-    epochs: np.ndarray  # (E,) saved epochs; the last one is T
-    parameter_drift: np.ndarray  # (E, K) ||θ_t − θ_T|| / ||θ_T|| per stage
-    depths: np.ndarray  # (D,)
-    feature_drift: np.ndarray  # (E, D) mean_x ||h^(t)(x) − h^(T)(x)|| / ||h^(T)(x)||
-
-
 def stage_parameter_names(model: Staged) -> list[list[str]]:
     """Names of the trainable parameters of each stage, as in the model's state dict."""
     return [
@@ -331,16 +269,26 @@ def stage_parameter_names(model: Staged) -> list[list[str]]:
     ]
 
 
-def parameter_drift(store: CheckpointStore, epochs: Sequence[int]) -> np.ndarray:
-    """(E, K): relative distance of each stage's parameters at every epoch to those at epochs[-1]."""
+def parameter_drift(
+    store: CheckpointStore, epochs: Sequence[int], memory_budget_mb: float = 512
+) -> np.ndarray:
+    """(E, K): relative distance of each stage's parameters at every epoch to those at epochs[-1].
+
+    The parameters are read a chunk of epochs at a time, as many as fit the budget in float64.
+    """
     names = stage_parameter_names(store.build_model())
-    stacked = store.stacked(epochs, [n for stage in names for n in stage])
+    flat = [n for stage in names for n in stage]
+    final = {k: v[0].double() for k, v in store.stacked(epochs[-1:], flat).items()}
+    per_epoch = 2 * 8 * sum(v.numel() for v in final.values())  # the epoch and its difference
     drift = np.full((len(epochs), len(names)), np.nan)
-    for k, stage in enumerate(names):
-        if not stage:
-            continue
-        theta = torch.cat([stacked[n].flatten(1).double() for n in stage], dim=1)  # (E, P)
-        drift[:, k] = ((theta - theta[-1]).norm(dim=1) / theta[-1].norm()).numpy()
+    for chunk in chunk_slices(len(epochs), int(memory_budget_mb * 2**20 // per_epoch)):
+        stacked = store.stacked(epochs[chunk], flat)
+        for k, stage in enumerate(names):
+            if not stage:
+                continue
+            theta = torch.cat([stacked[n].flatten(1).double() for n in stage], dim=1)  # (chunk, P)
+            reference = torch.cat([final[n].flatten() for n in stage])
+            drift[chunk, k] = ((theta - reference).norm(dim=1) / reference.norm()).numpy()
     return drift
 
 
@@ -352,14 +300,25 @@ def feature_drift(
     memory_budget_mb: float = 512,
     device: str = "cpu",
 ) -> np.ndarray:
-    """(E,): mean over x of ||h^(t)(x) − h^(T)(x)|| / ||h^(T)(x)||, T = epochs[-1]."""
-    engine = feature_engine(store, epochs, depth, device)
+    """(E,): mean over x of ||h^(t)(x) − h^(T)(x)|| / ||h^(T)(x)||, T = epochs[-1].
+
+    Samples are visited in chunks; for each, the features of a chunk of epochs at a time are compared
+    with those of T, both in float64 within the features' share of the budget.
+    """
+    engine = feature_engine(store, epochs, depth, device, memory_budget_mb)
     x = x.to(device)
-    total = torch.zeros(len(epochs), dtype=torch.float64, device=device)
-    for rows in chunk_slices(len(x), _rows_per_chunk(engine, x, memory_budget_mb)):
-        feats = engine.shallow(x[rows]).flatten(2).double()  # (E, b, p)
-        reference = feats[-1]
-        total += ((feats - reference).norm(dim=2) / reference.norm(dim=1).clamp_min(1e-12)).sum(1)
+    last, n_epochs = engine.n_epochs - 1, engine.n_epochs
+    row_bytes = engine.probe(x).feature_bytes * 2  # float64
+    budget = memory_budget_mb * 2**20 * FEATURES_SHARE
+    rows = max(1, min(len(x), int(budget / 2 // row_bytes)))
+    epochs_per_chunk = max(1, int(budget / 2 // (rows * row_bytes)))
+    total = torch.zeros(n_epochs, dtype=torch.float64, device=device)
+    for r in chunk_slices(len(x), rows):
+        reference = engine.shallow_features(x[r], range(last, last + 1))[0].flatten(1).double()
+        reference_norm = reference.norm(dim=1).clamp_min(1e-12)
+        for chunk in chunk_slices(n_epochs, epochs_per_chunk):
+            feats = engine.shallow_features(x[r], range(chunk.start, chunk.stop)).flatten(2).double()
+            total[chunk] += ((feats - reference).norm(dim=2) / reference_norm).sum(1)
     return (total / len(x)).cpu().numpy()
 
 
@@ -373,85 +332,9 @@ def compute_drift(
     epochs = store.epochs
     return Drift(
         epochs=np.asarray(epochs),
-        parameter_drift=parameter_drift(store, epochs),
+        parameter_drift=parameter_drift(store, epochs, memory_budget_mb),
         depths=np.asarray(depths, dtype=np.int64),
         feature_drift=np.stack(
             [feature_drift(store, epochs, d, x, memory_budget_mb, device) for d in depths], axis=1
         ),
     )
-
-
-# --- files ---------------------------------------------------------------------------------------
-
-
-def _save(obj: Any, path: str | Path, provenance: Mapping[str, Any], **attrs: Any) -> None:
-    """Write a result dataclass: arrays as datasets, a RegionGrid as group `regions`, scalars as attrs."""
-    with atomic_h5(path, provenance) as f:
-        f.attrs.update(attrs)
-        for name, value in dataclasses.asdict(obj).items():
-            if isinstance(getattr(obj, name), RegionGrid):
-                save_arrays(f.create_group(name), value)
-            elif isinstance(value, np.ndarray):
-                save_arrays(f, {name: value})
-            else:
-                f.attrs[name] = value
-
-
-def _load(cls: type, path: str | Path) -> Any:
-    with open_h5(path) as f:
-        values: dict[str, Any] = {**load_arrays(f), **dict(f.attrs)}
-        if "regions" in f:
-            values["regions"] = RegionGrid(**load_arrays(f["regions"]))
-        return cls(**{field.name: values[field.name] for field in dataclasses.fields(cls)})
-
-
-def write_trajectories(result: Trajectories, path: str | Path, provenance: Mapping[str, Any]) -> None:
-    _save(result, path, provenance, grid_agreement=result.grid_agreement)
-
-
-def read_trajectories(path: str | Path) -> Trajectories:
-    return _load(Trajectories, path)
-
-
-def write_pca_perturbation(result: PCAPerturbation, path: str | Path, provenance: Mapping[str, Any]) -> None:
-    _save(result, path, provenance)
-
-
-def read_pca_perturbation(path: str | Path) -> PCAPerturbation:
-    return _load(PCAPerturbation, path)
-
-
-def write_drift(result: Drift, path: str | Path, provenance: Mapping[str, Any]) -> None:
-    _save(result, path, provenance)
-
-
-def read_drift(path: str | Path) -> Drift:
-    return _load(Drift, path)
-
-
-def drift_frames(drifts: Mapping[str, Drift]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Tidy tables (run, stage, epoch, drift) and (run, depth, epoch, drift) of several runs."""
-    params, feats = [], []
-    for run, d in drifts.items():
-        n_epochs, n_stages = d.parameter_drift.shape
-        params.append(
-            pd.DataFrame(
-                {
-                    "run": run,
-                    "stage": np.tile(np.arange(1, n_stages + 1), n_epochs),
-                    "epoch": np.repeat(d.epochs, n_stages),
-                    "drift": d.parameter_drift.ravel(),
-                }
-            )
-        )
-        feats.append(
-            pd.DataFrame(
-                {
-                    "run": run,
-                    "depth": np.tile(d.depths, n_epochs),
-                    "epoch": np.repeat(d.epochs, len(d.depths)),
-                    "drift": d.feature_drift.ravel(),
-                }
-            )
-        )
-    return pd.concat(params, ignore_index=True), pd.concat(feats, ignore_index=True)

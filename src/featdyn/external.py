@@ -36,7 +36,6 @@ import hashlib
 import importlib
 import importlib.util
 import inspect
-import logging
 import os
 import pickle
 import sys
@@ -48,9 +47,7 @@ from typing import Any
 import torch
 import torch.fx as fx
 from torch import nn
-from torch.func import functional_call, vmap
 
-from featdyn.composite import CompositeEngine
 from featdyn.models import Staged
 
 FLATTEN = "flatten"
@@ -1047,69 +1044,3 @@ def load_model_state(path: str | os.PathLike, model: nn.Module) -> dict[str, tor
 def _required(reference: Mapping[str, torch.Tensor]) -> list[str]:
     """Keys a state-dict file must hold: all but BatchNorm step counters."""
     return [k for k in reference if not k.endswith("num_batches_tracked")]
-
-
-# --- a per-checkpoint loop where vmap cannot batch a model -----------------------------------------
-
-
-def vmap_supported(
-    model: Staged, sample_input: torch.Tensor, stacked_state: Mapping[str, torch.Tensor]
-) -> bool:
-    """Whether `vmap` over stacked weights runs the whole chain (tried once on two checkpoints)."""
-    state = {k: v[:2] for k, v in stacked_state.items() if not k.endswith("num_batches_tracked")}
-    try:
-        with torch.no_grad(), _eval_mode(model):
-            vmap(lambda st: functional_call(model, st, (sample_input,)))(state)
-    except Exception:
-        return False
-    return True
-
-
-class LoopCompositeEngine(CompositeEngine):
-    """`CompositeEngine` with a loop over checkpoints instead of `vmap`: same signatures and results,
-    for models that vmap cannot batch (in-place writes into unbatched tensors, data-dependent control
-    flow)."""
-
-    @torch.no_grad()
-    def shallow(self, x: torch.Tensor, epochs: slice = slice(None)) -> torch.Tensor:
-        """h^(s)(x) for the epochs in `epochs`: (n_epochs, batch, ...)."""
-        state = {k: v[epochs] for k, v in self._shallow.items()}
-        with self._autocast():
-            return torch.stack(
-                [
-                    functional_call(self.model, _index(state, i), (x,), {"start": 0, "stop": self.depth})
-                    for i in range(len(range(self.n_epochs)[epochs]))
-                ]
-            ).float()
-
-    @torch.no_grad()
-    def deep(self, features: torch.Tensor, epochs: slice) -> torch.Tensor:
-        """g^(t)(features[i]) for the i-th epoch t of `epochs`: logits (n_epochs, batch, classes)."""
-        state = {k: v[epochs] for k, v in self._deep.items()}
-        with self._autocast():
-            return torch.stack(
-                [
-                    functional_call(
-                        self.model, _index(state, i), (features[i],), {"start": self.depth, "stop": None}
-                    )
-                    for i in range(len(features))
-                ]
-            ).float()
-
-
-def _index(state: Mapping[str, torch.Tensor], i: int) -> dict[str, torch.Tensor]:
-    return {k: v[i] for k, v in state.items()}
-
-
-def composite_engine(
-    model: Staged, stacked: Mapping[str, torch.Tensor], depth: int, precision: str, probe: torch.Tensor
-) -> CompositeEngine:
-    """The vmap engine where vmap batches the model, the loop engine otherwise (said once in the log)."""
-    if vmap_supported(model, probe, stacked):
-        return CompositeEngine(model, stacked, depth, precision)
-    logging.getLogger(__name__).warning(
-        "vmap cannot batch %s over its checkpoints: the composite engine loops over them instead "
-        "(same results, slower)",
-        type(model).__name__,
-    )
-    return LoopCompositeEngine(model, stacked, depth, precision)

@@ -26,10 +26,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 from scipy import stats
 
-from featdyn.io import atomic_path
+from featdyn.h5files import open_h5
+from featdyn.io import atomic_path, load_arrays
 
 TOP_K = 5
 NULL_CHUNK_ELEMENTS = 1 << 22
@@ -147,6 +147,8 @@ def null_statistics_chunk(rng: np.random.Generator, count: int, M: int, p: int) 
     decomposition W = A Aᵀ: k(k + 1)/2 variates and one k×k product per draw instead of M·p variates
     and an M×p product. T needs only tr W = ||A||² and tr W² = ||Aᵀ A||²; the scale cancels.
     """
+    import torch  # here, so that figure jobs import this module without torch
+
     k, dof = min(M - 1, p), max(M - 1, p)
     factors = torch.from_numpy(wishart_bartlett_factors(rng, count, k, dof))
     trace = factors.square().sum(dim=(1, 2))
@@ -210,3 +212,16 @@ def top_share_frame(table: pd.DataFrame) -> pd.DataFrame:
     )
     tidy["rank"] = tidy["rank"].str.removeprefix("top_share_").astype(int)
     return tidy
+
+
+ARRAY_KEYS = ("eigenvalues", "isotropic_eigenvalues", "top_shares", "delta", "probe_indices")
+"""The arrays of an isotropy file; every scalar is an attribute."""
+
+
+def read_isotropy(path: str | os.PathLike) -> dict[str, Any]:
+    """One checkpoint's isotropy file (`featdyn.sgd_noise.write_isotropy`): attributes and arrays."""
+    with open_h5(path, ARRAY_KEYS) as f:
+        scalars = {
+            key: value.item() if isinstance(value, np.generic) else value for key, value in f.attrs.items()
+        }
+        return {**scalars, **load_arrays(f)}

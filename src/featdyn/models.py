@@ -45,6 +45,18 @@ def split(model: Staged, depth: int) -> tuple[nn.Sequential, nn.Sequential]:
     return nn.Sequential(*model.stages[:depth]), nn.Sequential(*model.stages[depth:])
 
 
+def preferred_memory_format(model: nn.Module) -> torch.memory_format:
+    """channels_last for models with 2-D convolutions (the CPU and GPU kernels prefer it), else contiguous."""
+    if any(isinstance(m, nn.Conv2d) for m in model.modules()):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+def as_input(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """An image batch in `model`'s preferred memory format; other inputs unchanged."""
+    return x.contiguous(memory_format=preferred_memory_format(model)) if x.ndim == 4 else x
+
+
 def check_depth(model: Staged, depth: int) -> None:
     if not 1 <= depth < model.n_stages:
         raise ValueError(f"split depth {depth} is not in 1..{model.n_stages - 1} for this model")

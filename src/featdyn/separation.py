@@ -14,20 +14,23 @@ UᵀΣ_wU needs the class means, hence a second pass over the data (`SeparationA
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from functools import partial
 
 import numpy as np
-import pandas as pd
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from featdyn.backoff import Backoff, is_out_of_memory
+from featdyn.batching import MIN_ROWS, padded_forward
 from featdyn.checkpoints import CheckpointStore
 from featdyn.curvature import curvature_of
-from featdyn.h5files import open_h5
-from featdyn.io import atomic_h5, load_arrays, save_arrays
+from featdyn.separation_results import MEASURES
+from featdyn.separation_results import read_separation as read_separation
+from featdyn.separation_results import write_separation as write_separation
+
+# The files' reader and writer are re-exported: figure jobs import featdyn.separation_results.
 
 ArrayOrTensor = torch.Tensor | np.ndarray
 
@@ -141,22 +144,63 @@ def stage_outputs(model: nn.Module, x: torch.Tensor) -> Iterator[torch.Tensor]:
         yield x
 
 
+def _layer_output(model: nn.Module, x: torch.Tensor, *, layer: int) -> torch.Tensor:
+    """The input (layer 0) or the output of stage `layer`."""
+    for stage in model.stages[:layer]:
+        x = stage(x)
+    return x
+
+
+def _batch_layers(model: nn.Module, batch: torch.Tensor, rows: Backoff) -> Iterator[torch.Tensor]:
+    """The input and every stage's output on `batch`, layer by layer, each for the whole batch.
+
+    While `rows.size` covers the batch, the stages run once. After a device out-of-memory error the
+    remaining layers are computed on pieces of `rows.size` samples (each layer from the input again)
+    and concatenated, so every layer still arrives whole and the accumulated statistics are unchanged.
+    """
+    done = 0
+    while True:
+        try:
+            if rows.size >= len(batch):
+                for layer, features in enumerate(stage_outputs(model, batch)):
+                    if layer >= done:
+                        yield features
+                        done += 1
+            else:
+                for layer in range(done, len(model.stages) + 1):
+                    layer_of = partial(_layer_output, model, layer=layer)
+                    yield torch.cat(
+                        [padded_forward(layer_of, piece).cpu() for piece in batch.split(rows.size)]
+                    )
+                    done += 1
+            return
+        except Exception as error:
+            if not is_out_of_memory(error) or rows.size <= rows.minimum:
+                raise
+            rows.halve(error)
+
+
 @torch.no_grad()
 def load_curve(
     model: nn.Module, x: ArrayOrTensor, y: ArrayOrTensor, n_classes: int, batch_size: int = 1024
 ) -> dict[str, np.ndarray]:
-    """D, he_su, tr_within and tr_between at l = 0 (input) … K (output of stage K), in eval mode."""
+    """D, he_su, tr_within and tr_between at l = 0 (input) … K (output of stage K), in eval mode.
+
+    On a device out-of-memory error the forward passes of a batch shrink (`featdyn.backoff`); the
+    statistics are still accumulated per batch of `batch_size`, so the result is the same.
+    """
     x, y = torch.as_tensor(x), _as_labels(y)
     device = next(model.parameters(), torch.empty(0)).device
     was_training = model.training
     model.eval()
     accumulators: list[SeparationAccumulator] = []
+    rows = Backoff("separation: samples per forward pass", batch_size, MIN_ROWS)
     try:
         for second_pass in (False, True):
             for start in range(0, len(x), batch_size):
                 batch = x[start : start + batch_size].to(device)
                 labels = y[start : start + batch_size]
-                for layer, features in enumerate(stage_outputs(model, batch)):
+                for layer, features in enumerate(_batch_layers(model, batch, rows)):
                     if layer == len(accumulators):
                         accumulators.append(SeparationAccumulator(n_classes, features[0].numel()))
                     accumulators[layer].update(features, labels)
@@ -170,8 +214,6 @@ def load_curve(
 
 
 # --- load curves of a trained run over its saved epochs ----------------------------------------
-
-MEASURES = ("D", "he_su", "tr_within", "tr_between")
 
 
 def run_separation(
@@ -199,34 +241,3 @@ def run_separation(
         stacked = {key: np.stack([c[key] for c in per_epoch]) for key in MEASURES}
         result[name] = {**stacked, "curvature": np.asarray(curvature_of(stacked["D"], include_output))}
     return result
-
-
-def write_separation(
-    result: Mapping[str, Mapping[str, np.ndarray]],
-    epochs: Sequence[int],
-    path: str | os.PathLike,
-    provenance: Mapping[str, Any],
-) -> None:
-    """`separation.h5`: `epochs`, then per evaluation set a group with D, he_su, tr_within, tr_between
-    (n_epochs, K + 1) and curvature (n_epochs,); attribute `eval_sets` keeps their order."""
-    with atomic_h5(path, provenance) as f:
-        f.attrs["eval_sets"] = list(result)
-        f.create_dataset("epochs", data=np.asarray(epochs, dtype=np.int64))
-        for name, arrays in result.items():
-            save_arrays(f.create_group(name), arrays)
-
-
-def read_separation(path: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Tidy tables of a `separation.h5`: load curves (eval_set, epoch, layer, measures) and curvature
-    per epoch (eval_set, epoch, curvature)."""
-    curves, bends = [], []
-    with open_h5(path, ("epochs",), attrs=("eval_sets",)) as f:
-        epochs = f["epochs"][()]
-        for name in f.attrs["eval_sets"]:
-            arrays = load_arrays(f[name])
-            n_layers = arrays["D"].shape[1]
-            index = pd.MultiIndex.from_product([epochs, range(n_layers)], names=["epoch", "layer"])
-            frame = pd.DataFrame({key: arrays[key].ravel() for key in MEASURES}, index=index)
-            curves.append(frame.reset_index().assign(eval_set=name))
-            bends.append(pd.DataFrame({"eval_set": name, "epoch": epochs, "curvature": arrays["curvature"]}))
-    return pd.concat(curves, ignore_index=True), pd.concat(bends, ignore_index=True)

@@ -22,11 +22,18 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, vmap
 
+from featdyn.backoff import Backoff
 from featdyn.checkpoints import CheckpointStore
 from featdyn.data import Arrays, subset_indices, tensor_data
-from featdyn.h5files import open_h5
-from featdyn.io import atomic_h5, load_arrays, save_arrays
-from featdyn.isotropy import TOP_K, isotropic_null, isotropic_reference_spectrum, perturbation_stats
+from featdyn.io import atomic_h5, save_arrays
+from featdyn.isotropy import (
+    ARRAY_KEYS,
+    TOP_K,
+    isotropic_null,
+    isotropic_reference_spectrum,
+    perturbation_stats,
+)
+from featdyn.isotropy import read_isotropy as read_isotropy  # re-exported; figure jobs use featdyn.isotropy
 from featdyn.reduction import Reduce, feature_reducer
 
 
@@ -92,6 +99,7 @@ def one_step_perturbations(
     chunk_size: int = 50,
     dtype: torch.dtype = torch.float64,
     grad_dtype: torch.dtype | None = None,
+    vmapped: bool | None = None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Feature perturbations Δh_m of one plain SGD step on each of M seeded mini-batches.
 
@@ -107,8 +115,11 @@ def one_step_perturbations(
     The gradients may be taken in a cheaper `grad_dtype` (default: `dtype`): they are cast to `dtype`
     before the step, so only the step's direction carries that precision, not the feature difference.
     Each gradient is one batched backward pass (`minibatch_gradients`; torch.func.grad would import
-    torch._dynamo, seconds per process, for no speed-up); the M stepped shallow parts are evaluated
-    with vmap over stacked parameters, `chunk_size` at a time.
+    torch._dynamo, seconds per process, for no speed-up). The M stepped shallow parts run one
+    `functional_call` each on CPUs (exactly the stepped network's forward pass, and faster there than
+    vmap) and with vmap over stacked parameters elsewhere (`vmapped` overrides the choice),
+    `chunk_size` at a time; the chunk halves on a device out-of-memory error (vmap lanes of a smaller
+    chunk round the last bits differently; the loop's results do not change).
     Returns delta (M, p) float64 and an info dict (reduction, p, seeds, indices, ...).
     """
     n_stages = len(model.stages)
@@ -116,6 +127,7 @@ def one_step_perturbations(
         raise ValueError(f"split depth {depth} is not in 1..{n_stages - 1}")
     device = next(model.parameters()).device
     grad_dtype = grad_dtype or dtype
+    vmapped = device.type != "cpu" if vmapped is None else vmapped
     grad_net = without_running_stats(copy.deepcopy(nn.Sequential(*model.stages))).to(grad_dtype).train()
     shallow_net = copy.deepcopy(nn.Sequential(*model.stages[:depth])).to(dtype).eval()
     shallow_params = {name: param.detach() for name, param in shallow_net.named_parameters()}
@@ -137,13 +149,27 @@ def one_step_perturbations(
         reducer, info = feature_reducer(
             tuple(reference.shape[1:]), len(probe), reduce, p_max, projection_seed
         )
-        chunks = []
-        for start in range(0, M, chunk_size):
-            stepped = {
-                name: shallow_params[name] - lr * grads[name][start : start + chunk_size].to(dtype)
-                for name in trainable
-            }
-            chunks.append(reducer(vmap(features)(stepped) - reference).cpu())
+        chunk = Backoff(
+            "isotropy: stepped shallow parts per call",
+            chunk_size,
+            effect="results change in the last bits" if vmapped else "results are unchanged",
+        )
+        chunks: list[torch.Tensor] = []
+        while (start := sum(len(c) for c in chunks)) < M:
+
+            def stepped_features(size: int, start: int = start) -> torch.Tensor:
+                stepped = {
+                    name: shallow_params[name] - lr * grads[name][start : start + size].to(dtype)
+                    for name in trainable
+                }
+                if vmapped:
+                    moved = vmap(features)(stepped)
+                else:
+                    n = len(next(iter(stepped.values())))
+                    moved = torch.stack([features({k: v[i] for k, v in stepped.items()}) for i in range(n)])
+                return torch.cat([reducer(row[None]) for row in moved - reference])
+
+            chunks.append(chunk.run(stepped_features).cpu())
     delta = torch.cat(chunks).numpy().astype(np.float64)
     info.update(
         M=M,
@@ -160,9 +186,6 @@ def one_step_perturbations(
 
 
 PRECISIONS = {"fp32": torch.float32, "fp64": torch.float64}
-
-
-ARRAY_KEYS = ("eigenvalues", "isotropic_eigenvalues", "top_shares", "delta", "probe_indices")
 
 
 @dataclass(frozen=True)
@@ -273,14 +296,6 @@ def write_isotropy(result: Mapping[str, Any], path: str | os.PathLike, provenanc
     with atomic_h5(path, provenance) as f:
         save_arrays(f, {key: result[key] for key in ARRAY_KEYS})
         f.attrs.update({key: value for key, value in result.items() if key not in ARRAY_KEYS})
-
-
-def read_isotropy(path: str | os.PathLike) -> dict[str, Any]:
-    with open_h5(path, ARRAY_KEYS) as f:
-        scalars = {
-            key: value.item() if isinstance(value, np.generic) else value for key, value in f.attrs.items()
-        }
-        return {**scalars, **load_arrays(f)}
 
 
 def isotropy_row(result: Mapping[str, Any], run: str) -> dict[str, Any]:

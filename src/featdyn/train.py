@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 
 from featdyn.checkpoints import assemble_store, save_torch_atomic, shard_path
 from featdyn.data import TensorData, noisy_labels, read_dataset, realised_wrong_share, tensor_data
-from featdyn.models import Staged, build_model
+from featdyn.models import Staged, as_input, build_model, preferred_memory_format
 
 METRIC_COLUMNS = ["epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc"]
 STOP_SIGNALS = (signal.SIGTERM,)
@@ -58,6 +58,8 @@ class Recipe:
     gamma: float = 0.1
     augment: bool = False
     crop_padding: int = 4
+    precision: str = "fp32"  # or "bf16": autocast of forward pass and loss
+    compile: bool = False  # torch.compile the model for the training steps
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> Recipe:
@@ -108,13 +110,15 @@ def epoch_seed(seed: int, epoch: int) -> int:
 
 
 def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
+    """The recipe's optimiser; the multi-tensor (`foreach`) update, whose results equal the per-tensor
+    loop's bit for bit, also on CPUs, where torch would pick the loop."""
     params = list(model.parameters())
     if recipe.optimizer == "sgd":
         return torch.optim.SGD(
-            params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay
+            params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay, foreach=True
         )
     if recipe.optimizer == "adam":
-        return torch.optim.Adam(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
+        return torch.optim.Adam(params, lr=recipe.lr, weight_decay=recipe.weight_decay, foreach=True)
     raise ValueError(f"unknown optimizer {recipe.optimizer!r}; available: ['adam', 'sgd']")
 
 
@@ -194,6 +198,16 @@ def _cuda_rng(device: torch.device) -> torch.Tensor | None:
     return torch.cuda.get_rng_state(device) if device.type == "cuda" else None
 
 
+PRECISIONS = ("fp32", "bf16")
+
+
+def autocast(device: torch.device, precision: str):
+    """bf16 autocast for precision `bf16`, nothing for `fp32`."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; available: {list(PRECISIONS)}")
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
 def train_epoch(
     model: Staged,
     optimizer: torch.optim.Optimizer,
@@ -202,16 +216,20 @@ def train_epoch(
     epoch: int,
     loss_fn: LossFunction = F.cross_entropy,
     *,
+    forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
     resume: EpochCursor | None = None,
     should_stop: Callable[[], bool] = _never,
 ) -> tuple[float, float]:
     """One pass over the training data on `loss_fn`; returns the mean loss and accuracy (train mode).
 
     With float targets (`squared_error` to one-hot vectors or regression targets) the accuracy is NaN.
-    `should_stop` is asked after every batch but the last; when it says yes, the epoch raises
-    `EpochStopped` with its cursor, from which `resume` finishes the epoch exactly as if uninterrupted.
+    Image batches go in the model's memory format (`as_input`); `forward` (default: the model) computes
+    the outputs, e.g. a compiled model. `should_stop` is asked after every batch but the last; when it
+    says yes, the epoch raises `EpochStopped` with its cursor, from which `resume` finishes the epoch
+    exactly as if uninterrupted.
     """
     recipe = spec.recipe
+    forward = forward or model
     for group in optimizer.param_groups:
         group["lr"] = recipe.lr_at(epoch)
     device = data.x_train.device
@@ -237,8 +255,9 @@ def train_epoch(
         x, y = data.x_train[idx], data.y_train[idx]
         if recipe.augment and x.ndim == 4:
             x = augment_batch(x, recipe.crop_padding, g)
-        logits = model(x)
-        loss = loss_fn(logits, y)
+        with autocast(x.device, recipe.precision):
+            logits = forward(as_input(model, x))
+            loss = loss_fn(logits, y)
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"loss is {loss.item()} at epoch {epoch}, batch {start // recipe.batch_size}: "
@@ -265,7 +284,7 @@ def evaluate(
     model.eval()
     loss, correct = 0.0, 0
     for start in range(0, len(y), batch_size):
-        logits = model(x[start : start + batch_size])
+        logits = model(as_input(model, x[start : start + batch_size]))
         yb = y[start : start + batch_size]
         loss += F.cross_entropy(logits, yb, reduction="sum").item()
         correct += (logits.argmax(1) == yb).sum().item()
@@ -396,6 +415,8 @@ def train_run(
     state_dir = Path(state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
     fp = fingerprint({"provenance": provenance, "spec": asdict(spec)})
+    model.to(memory_format=preferred_memory_format(model))
+    forward = torch.compile(model) if spec.recipe.compile else model
     freeze_stages(model, spec.frozen_depth)
     optimizer = make_optimizer(model, spec.recipe)
     if optimizer_state is not None:
@@ -429,7 +450,9 @@ def train_run(
     with stop_requests() as stop:
         for epoch in bar:
             try:
-                train = train_epoch(model, optimizer, data, spec, epoch, resume=cursor, should_stop=stop)
+                train = train_epoch(
+                    model, optimizer, data, spec, epoch, forward=forward, resume=cursor, should_stop=stop
+                )
             except EpochStopped as stopped:
                 _save_resume(state_dir, fp, epoch - 1, model, optimizer, history, stopped.cursor)
                 resumes_at = f"epoch {epoch}, {stopped.cursor.batch(spec.recipe.batch_size, n_train)}"

@@ -11,6 +11,7 @@ COMPOSITE_JOB_KEYS = (
     "batch_size",
     "memory_budget_mb",
     "precision",
+    "strategy",
 )
 """The keys of section `composite` one composite job reads (not runs, depths, eval sets, figure keys)."""
 

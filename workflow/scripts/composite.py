@@ -3,7 +3,8 @@
 import torch
 
 from featdyn.checkpoints import CheckpointStore, training_provenance
-from featdyn.composite import run_composite, write_band
+from featdyn.composite import run_composite
+from featdyn.composite_results import write_band
 from featdyn.data import evaluation_set, read_dataset, tensor_data
 from featdyn.device import torch_device
 from featdyn.io import log_to
@@ -32,6 +33,7 @@ result = run_composite(
     batch_size=settings["batch_size"],
     memory_budget_mb=settings["memory_budget_mb"],
     precision=settings["precision"],
+    strategy=settings["strategy"],
     device=torch_device(sm.params.device),
     progress=sm.config["progress"],
 )

@@ -1,6 +1,6 @@
 """Per-sample consistency of clean vs. noisy runs: values, KDE data, Welch tests and Table 1."""
 
-from featdyn.composite import read_band
+from featdyn.composite_results import read_band
 from featdyn.consistency import consistency_frame, kde_frame, table1_markdown, welch_consistency_table
 from featdyn.io import log_to, write_text, write_tsv
 

@@ -2,7 +2,7 @@
 
 import pandas as pd
 
-from featdyn.composite import memory_window_frame
+from featdyn.composite_results import memory_window_frame
 from featdyn.io import log_to
 from featdyn.plots import save_figure
 from featdyn.plots.isotropy import plot_anisotropy_vs_memory

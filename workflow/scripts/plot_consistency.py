@@ -1,6 +1,6 @@
 """Figure: consistency densities of a clean vs. noisy pair, one panel per evaluation set (Figs. 7, 16, 17)."""
 
-from featdyn.composite import read_band
+from featdyn.composite_results import read_band
 from featdyn.consistency import consistency_frame
 from featdyn.io import log_to
 from featdyn.plots import save_figure

@@ -1,6 +1,6 @@
 """Figure: per-sample consistency densities of every analysed run on the composite evaluation sets."""
 
-from featdyn.composite import read_band
+from featdyn.composite_results import read_band
 from featdyn.consistency import consistency_frame
 from featdyn.io import log_to
 from featdyn.plots import save_figure

@@ -1,6 +1,6 @@
 """Figure: parameter drift per stage and feature drift per depth of several runs (paper Fig. 11)."""
 
-from featdyn.dynamics import drift_frames, read_drift
+from featdyn.dynamics_results import drift_frames, read_drift
 from featdyn.io import log_to
 from featdyn.plots import depth_label, save_figure
 from featdyn.plots.dynamics import plot_drift

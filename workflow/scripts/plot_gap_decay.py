@@ -1,6 +1,6 @@
 """Figure: forgetting (paper Fig. 4) or transferability (Fig. 5) as the epoch gap widens."""
 
-from featdyn.composite import read_band
+from featdyn.composite_results import read_band
 from featdyn.io import log_to
 from featdyn.plots import save_figure
 from featdyn.plots.composite import plot_gap_decay

@@ -1,9 +1,9 @@
 """Figure: covariance spectrum of SGD one-step noise against an isotropic cloud (paper Fig. 8)."""
 
 from featdyn.io import log_to
+from featdyn.isotropy import read_isotropy
 from featdyn.plots import save_figure
 from featdyn.plots.isotropy import plot_spectra
-from featdyn.sgd_noise import read_isotropy
 
 sm = snakemake  # noqa: F821
 log_to(sm.log[0])

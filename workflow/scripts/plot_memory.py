@@ -1,6 +1,6 @@
 """Figure: memory heatmaps of one run on one evaluation set, one row per depth (paper Fig. 2)."""
 
-from featdyn.composite import read_band
+from featdyn.composite_results import read_band
 from featdyn.io import log_to
 from featdyn.plots import save_figure
 from featdyn.plots.composite import plot_memory

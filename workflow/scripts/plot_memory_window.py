@@ -1,6 +1,6 @@
 """Figure: memory window W(t) against t for every run, depth and evaluation set (paper Fig. 3)."""
 
-from featdyn.composite import memory_window_frame
+from featdyn.composite_results import memory_window_frame
 from featdyn.io import log_to
 from featdyn.plots import depth_label, save_figure
 from featdyn.plots.composite import plot_memory_window

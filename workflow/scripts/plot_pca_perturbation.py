@@ -1,6 +1,6 @@
 """Figure: agreement of the final deep part on PCA-perturbed features (paper Fig. 14)."""
 
-from featdyn.dynamics import read_pca_perturbation
+from featdyn.dynamics_results import read_pca_perturbation
 from featdyn.io import log_to
 from featdyn.plots import save_figure
 from featdyn.plots.dynamics import plot_pca_perturbation

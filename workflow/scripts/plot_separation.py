@@ -3,7 +3,7 @@
 from featdyn.io import log_to
 from featdyn.plots import save_figure
 from featdyn.plots.separation import plot_run_separation
-from featdyn.separation import read_separation
+from featdyn.separation_results import read_separation
 
 sm = snakemake  # noqa: F821
 log_to(sm.log[0])

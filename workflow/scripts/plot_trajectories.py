@@ -1,6 +1,6 @@
 """Figure: 2-D feature trajectories over the final classification regions (paper Fig. 6)."""
 
-from featdyn.dynamics import read_trajectories
+from featdyn.dynamics_results import read_trajectories
 from featdyn.io import log_to
 from featdyn.plots import save_figure
 from featdyn.plots.dynamics import plot_trajectories

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from featdyn.composite import BandResult
+from featdyn.composite_results import BandResult
 from featdyn.plots import depth_label, set_theme
 
 

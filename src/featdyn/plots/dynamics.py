@@ -11,7 +11,7 @@ from matplotlib.collections import LineCollection
 from matplotlib.colors import ListedColormap, to_rgba_array
 from matplotlib.patches import Patch
 
-from featdyn.dynamics import PCAPerturbation, RegionGrid, Trajectories
+from featdyn.dynamics_results import PCAPerturbation, RegionGrid, Trajectories
 from featdyn.plots import set_theme
 
 

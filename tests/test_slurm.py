@@ -191,7 +191,9 @@ rule train_tiny:
 
 
 @pytest.mark.slurm
-def test_training_sigterm_from_slurm_resumes_on_retry(slurm: LocalSlurm, tmp_path: Path) -> None:
+def test_training_sigterm_from_slurm_resumes_on_retry(
+    slurm: LocalSlurm, tmp_path: Path, one_thread: None
+) -> None:
     """SIGTERM from SLURM to the job's processes mid-epoch (what a time limit sends first; here
     `scancel --signal=TERM`): training saves its state and exits 143, the job FAILs, the profile's
     retry resubmits it, and the resumed run ends bit-identical to an uninterrupted one.
@@ -223,7 +225,7 @@ def test_training_sigterm_from_slurm_resumes_on_retry(slurm: LocalSlurm, tmp_pat
     assert "training stopped by SIGTERM during epoch 2" in log, log
     assert re.search(r"resuming from \S+resume.pt at epoch 2, batch \d of 6", log), log
 
-    train_tiny_run(tmp_path / "whole", dropout_model(), tiny_spec())
+    train_tiny_run(tmp_path / "whole", dropout_model(), tiny_spec())  # one thread, as the job's script
     with (
         h5py.File(tmp_path / "run/checkpoints.h5") as resumed,
         h5py.File(tmp_path / "whole/checkpoints.h5") as whole,

@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from featdyn.data import is_external_source
 from featdyn.planning import (
     Config,
     checkpoint_epochs,
@@ -55,12 +56,18 @@ TRAIN_SIZES = {
     "digits": (1797, 0),
 }
 """Training and test samples per torchvision source (digits: all samples, split by `test_fraction`)."""
+OUTSIDE_GUESS = (50000, 10000)
+"""Assumed for an outside dataset whose size is known only once read (a torchvision class)."""
 
 
 def dataset_sizes(entry: Mapping[str, Any]) -> tuple[int, int]:
     """(training, test) samples of a `datasets` entry, without fetching it."""
     source = entry["source"]
-    if source == "mnist1d":
+    if is_external_source(source):
+        from featdyn.external_data import count_external
+
+        n_train, n_test = count_external(source, entry) or OUTSIDE_GUESS
+    elif source == "mnist1d":
         n = entry["num_samples"]
         n_train, n_test = int(n * 0.8), n - int(n * 0.8)
     elif source == "digits":

@@ -185,6 +185,21 @@ def _npz_headers(path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
 # --- shapes at config time ---------------------------------------------------------------------------
 
 
+def count_external(source: str, options: Mapping[str, Any]) -> tuple[int, int] | None:
+    """(training, test) samples of an outside dataset, cheaply: `.npy` headers or image files counted;
+    None where only reading the data would tell (a torchvision class, a path not there yet)."""
+    path = None if options["path"] is None else Path(options["path"]).expanduser()
+    if source == "arrays" and path is not None and path.is_file():
+        headers = _npz_headers(path)
+        return headers["y_train"][0][0], headers["y_test"][0][0]
+    if source == "folder" and path is not None and path.is_dir():
+        return tuple(
+            sum(1 for f in (path / split).rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
+            for split in ("train", "test")
+        )
+    return None
+
+
 def describe_external(source: str, options: Mapping[str, Any]) -> tuple[tuple[int, ...], int]:
     """(sample shape, number of classes) of an outside dataset, cheaply (for config checks): folder
     names and one image, `.npy` headers and labels, or the `size`/`channels`/`classes` options."""

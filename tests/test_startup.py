@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 SCRIPTS = Path(__file__).parents[1] / "workflow" / "scripts"
-STILL_TORCH = {"plot_freeze.py", "plot_load_dynamics.py"}
+STILL_TORCH = {"plot_freeze.py", "plot_load_dynamics.py", "plot_separation_metrics.py"}
 """Figure scripts whose readers still live in torch modules (`interventions`, `phase`, `springblock`)."""
 
 

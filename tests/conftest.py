@@ -8,6 +8,19 @@ from helpers import tiny_arrays, train_tiny
 
 from featdyn.data import tensor_data
 
+WORKER_GROUPS = {"test_workflow.py": "workflow", "test_slurm.py": "cluster", "test_example.py": "cluster"}
+"""Modules kept on one pytest-xdist worker each (`--dist loadgroup`): the tiny workflow's module-scoped
+run on one, the SLURM cluster (mostly waiting on its jobs) and the example on the other; the unit tests
+fill both."""
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        group = WORKER_GROUPS.get(item.path.name)
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
+
 
 @pytest.fixture(scope="session")
 def tiny_store_path(tmp_path_factory):

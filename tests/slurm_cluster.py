@@ -700,6 +700,12 @@ def run_snakemake(
     return subprocess.CompletedProcess(cmd, process.returncode, output, None)
 
 
+FAST_STATUS_CHECKS = [
+    "--slurm-init-seconds-before-status-checks", "1", "--seconds-between-status-checks", "2",
+]  # fmt: skip
+"""Job status queries every 2 s (the profile waits 10 s first): the test cluster's jobs take seconds."""
+
+
 def run_snakemake_on_slurm(
     workdir: Path,
     snakefile: Path,
@@ -715,7 +721,7 @@ def run_snakemake_on_slurm(
     args = [
         "--snakefile", str(snakefile), "--directory", str(workdir),
         "--profile", str(SLURM_PROFILE), "--workflow-profile", "none",
-        *cpu_only_overrides(), *extra_args,
+        *cpu_only_overrides(), *FAST_STATUS_CHECKS, *extra_args,
     ]  # fmt: skip
     return run_snakemake(args, workdir, timeout, slurm_test_env())
 

@@ -26,8 +26,8 @@ def test_paper_training_jobs_outgrow_the_profiles_default_hour(paper):
 
 def test_runtime_follows_the_work(paper):
     config = copy.deepcopy(paper)
-    base = costs._training_seconds(config, "c10-r20-clean", 200)
-    assert costs._training_seconds(config, "c10-r20-clean", 100) == pytest.approx(base / 2)
+    base = costs.training_seconds(config, "c10-r20-clean", 200)
+    assert costs.training_seconds(config, "c10-r20-clean", 100) == pytest.approx(base / 2)
     assert costs.forward_flops(config, "c10-r20-clean") == pytest.approx(81_102_080)  # ResNet-20, 32×32
     config["jobs"]["estimate_device"] = "cpu"
     assert (

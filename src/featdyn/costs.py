@@ -119,11 +119,13 @@ def minutes(config: Config, seconds: float) -> int:
     return int(min(math.ceil(total), jobs["max_runtime_min"]))
 
 
-def _training_seconds(config: Config, run: str, epochs: int) -> float:
+def training_seconds(config: Config, run: str, epochs: int, rate: DeviceRate | None = None) -> float:
+    """Estimated seconds of `epochs` of a run's training and per-epoch evaluation, at `rate` (default:
+    `estimate_rate`; `benchmarks/gpu.py` passes the rate it measured)."""
     spec = config["runs"][run]
     n_train, n_test = dataset_sizes(config["datasets"][spec["dataset"]])
     batch = config["recipes"][spec["recipe"]]["batch_size"]
-    rate, flops = estimate_rate(config), forward_flops(config, run)
+    rate, flops = rate or estimate_rate(config), forward_flops(config, run)
     steps = epochs * math.ceil(n_train / batch)
     work = epochs * (3 * n_train + n_train + n_test) * flops  # training steps and per-epoch evaluation
     return work / rate.train_flops + steps * rate.step_seconds
@@ -147,7 +149,7 @@ def train_resources(config: Config, run: str, epochs: int | None = None) -> dict
     epochs = spec["epochs"] if epochs is None else epochs
     kept = len(saved_epochs(config, run))
     memory = BASE_MEMORY_MB + _data_mb(config, run) + 3 * kept * _parameters_mb(config, run)
-    return {"runtime": minutes(config, _training_seconds(config, run, epochs)), "mem_mb": int(memory)}
+    return {"runtime": minutes(config, training_seconds(config, run, epochs)), "mem_mb": int(memory)}
 
 
 def continuation_resources(config: Config, run: str, kind: str) -> dict[str, int]:
@@ -166,15 +168,27 @@ def _eval_samples(config: Config, run: str, eval_set: str, subset: int | None) -
     return n_test
 
 
-def composite_resources(config: Config, run: str, eval_set: str) -> dict[str, int]:
-    """The composite job of a run on one evaluation set (one depth): every pair of the band."""
+def composite_work(config: Config, run: str, eval_set: str) -> tuple[int, int, int]:
+    """(analysed epochs, pairs of the band, samples) of a run's composite job on one evaluation set."""
     section = config["composite"]
     n = len(checkpoint_epochs(saved_epochs(config, run), [], section["stride"]))
     window = n - 1 if section["window"] is None else min(section["window"], n - 1)
     pairs = sum(min(n, t + window + 1) - max(0, t - window) for t in range(n))
-    samples = _eval_samples(config, run, eval_set, section["train_subset"])
-    rate, flops = estimate_rate(config), forward_flops(config, run)
-    seconds = (pairs + n) * samples * flops / rate.eval_flops
+    return n, pairs, _eval_samples(config, run, eval_set, section["train_subset"])
+
+
+def composite_seconds(config: Config, run: str, eval_set: str, rate: DeviceRate | None = None) -> float:
+    """Estimated seconds of one composite job: a deep forward per (pair, sample), a shallow one per
+    (epoch, sample), each costed as a whole forward pass."""
+    n, pairs, samples = composite_work(config, run, eval_set)
+    return (pairs + n) * samples * forward_flops(config, run) / (rate or estimate_rate(config)).eval_flops
+
+
+def composite_resources(config: Config, run: str, eval_set: str) -> dict[str, int]:
+    """The composite job of a run on one evaluation set (one depth): every pair of the band."""
+    section = config["composite"]
+    n, _, _ = composite_work(config, run, eval_set)
+    seconds = composite_seconds(config, run, eval_set)
     held = section["memory_budget_mb"] + _data_mb(config, run) + n * _parameters_mb(config, run)
     memory = BASE_MEMORY_MB + held
     return {"runtime": minutes(config, seconds), "mem_mb": int(memory)}

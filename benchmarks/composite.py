@@ -94,6 +94,7 @@ def synthetic_store(path: Path, base: CheckpointStore, checkpoints: int, seed: i
         g.attrs["columns"] = ["epoch"]
         g["epoch"] = np.arange(checkpoints)
         f.create_group("labels")
+        f.create_group("optimizer_state")  # not read by the engine
     return CheckpointStore(path)
 
 

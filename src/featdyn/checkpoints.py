@@ -52,6 +52,17 @@ def _serialise(obj: Any) -> np.ndarray:
     return np.frombuffer(buf.getvalue(), dtype=np.uint8)
 
 
+def write_metrics_and_labels(f: h5py.File, metrics: pd.DataFrame, labels: Mapping[str, np.ndarray]) -> None:
+    """A store's `metrics` group (a dataset per column, their order in attribute `columns`) and `labels`."""
+    g = f.create_group("metrics")
+    g.attrs["columns"] = list(metrics.columns)
+    for column in metrics.columns:
+        g.create_dataset(column, data=metrics[column].to_numpy())
+    g = f.create_group("labels")
+    for name, values in labels.items():
+        g.create_dataset(name, data=values)
+
+
 def assemble_store(
     state_dir: str | os.PathLike,
     epochs: Sequence[int],
@@ -75,13 +86,7 @@ def assemble_store(
         optim = f.create_dataset("optimizer_state", (len(shards),), dtype=h5py.vlen_dtype(np.uint8))
         for i, s in enumerate(shards):
             optim[i] = _serialise(s["optimizer"])
-        g = f.create_group("metrics")
-        g.attrs["columns"] = list(metrics.columns)
-        for column in metrics.columns:
-            g.create_dataset(column, data=metrics[column].to_numpy())
-        g = f.create_group("labels")
-        for name, values in labels.items():
-            g.create_dataset(name, data=values)
+        write_metrics_and_labels(f, metrics, labels)
 
 
 def strided_epochs(saved: Sequence[int], stride: int) -> list[int]:

@@ -35,7 +35,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from featdyn.checkpoints import _serialise
+from featdyn.checkpoints import _serialise, write_metrics_and_labels
 from featdyn.data import TensorData, read_dataset, tensor_data
 from featdyn.external import StateDictError, load_model_state
 from featdyn.io import atomic_h5
@@ -244,13 +244,7 @@ def import_checkpoints(
             lr = float("nan") if lr_at is None else lr_at(epoch)
             rows.append(epoch_metrics(model, data, epoch, lr, None))
         metrics = pd.DataFrame(rows, columns=METRIC_COLUMNS)
-        g = f.create_group("metrics")
-        g.attrs["columns"] = list(metrics.columns)
-        for column in metrics.columns:
-            g.create_dataset(column, data=metrics[column].to_numpy())
-        g = f.create_group("labels")
-        for name, values in labels.items():
-            g.create_dataset(name, data=values)
+        write_metrics_and_labels(f, metrics, labels)
     return metrics
 
 

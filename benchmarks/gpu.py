@@ -32,12 +32,13 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from featdyn import costs
 from featdyn.checkpoints import CheckpointStore
 from featdyn.composite import composite_band, composite_engine
 from featdyn.config import dataset_entry, load_config
-from featdyn.data import DEBIAN_DATASET_DIRS, Arrays, download_to, tensor_data
+from featdyn.data import DEBIAN_DATASET_DIRS, Arrays, fetch, pad_images, subsample, tensor_data
 from featdyn.isotropy import perturbation_stats
 from featdyn.models import build_model
 from featdyn.separation import load_curve
@@ -57,7 +58,7 @@ def benchmark_data(n_train: int, n_test: int, seed: int = 0) -> Arrays:
     if Path(DEBIAN_DATASET_DIRS["fashion_mnist"]).is_dir():
         entry = dataset_entry("fashion_mnist", train_samples=n_train, test_samples=n_test, pad_to=32)
         with tempfile.TemporaryDirectory() as tmp:
-            arrays = download_to("fashion_mnist", entry, Path(tmp) / "fmnist.h5")
+            arrays = pad_images(subsample(fetch("fashion_mnist", entry, tmp), entry), entry["pad_to"])
         return replace(
             arrays,
             x_train=np.repeat(arrays.x_train, 3, axis=1),
@@ -133,7 +134,7 @@ def load_curve_on(device: str, store: CheckpointStore, x: torch.Tensor, y: torch
 def measured_rate(store: CheckpointStore, train_img_s: float, pair_samples_s: float) -> costs.DeviceRate:
     """The device's rate in `featdyn.costs` units: training counts 3 forward passes per image (forward and
     backward) plus one evaluation, a composite pair-sample one forward pass."""
-    with torch.no_grad(), torch.utils.flop_counter.FlopCounterMode(display=False) as counter:
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
         store.build_model().eval()(torch.zeros(1, 3, 32, 32))
     flops = counter.get_total_flops()
     return costs.DeviceRate(

@@ -34,6 +34,7 @@ include: "workflow/rules/ensembles.smk"
 include: "workflow/rules/linear_nets.smk"
 include: "workflow/rules/guided.smk"
 include: "workflow/rules/regression.smk"
+include: "workflow/rules/claims.smk"
 
 
 rule all:

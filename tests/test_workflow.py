@@ -75,6 +75,18 @@ def test_tiny_workflow_produces_every_target_figure(finished_run):
     assert not list(finished_run.glob("results/runs/*/.resume"))  # resume state cleaned up
 
 
+@pytest.mark.slow
+def test_claims_page_reads_every_paper1_stage(finished_run):
+    """The tiny preset runs every paper-1 stage, so its claims page has all nine claims, each decided or
+    marked, and the accuracy of every composite run."""
+    text = (finished_run / "results/stats/claims.md").read_text()
+    summary = [line for line in text.splitlines() if line.startswith("| ") and "| holds" not in line]
+    names = ["Fig. 3", "Fig. 4", "Fig. 5", "Table 1", "Fig. 8", "Sec. 6)", "Fig. 11", "Fig. 18", "App. F.A"]
+    for name in names:
+        assert any(name in line and "not computed" not in line for line in summary), name
+    assert "| m1d-clean |" in text and "| m1d-noisy |" in text
+
+
 def overlay(workdir: Path, name: str, text: str) -> Path:
     """A config file of the tests: `text` on top of the tiny preset."""
     path = workdir / f"{name}.yaml"

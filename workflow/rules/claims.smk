@@ -1,0 +1,43 @@
+# Paper 1 claim by claim: every stage's tables and files read into one Markdown page, each claim with
+# its numbers and whether its stated criterion holds (featdyn.claims).
+
+CLAIM_MEMORY_KEYS = composite_keys(config, COMPOSITE_RUNS, [MEMORY_EVAL_SET])
+CLAIM_FIGURE_KEYS = composite_keys(config, COMPOSITE_RUNS, COMPOSITE["eval_sets"], figure_only=True)
+CLAIM_FREEZE_KEYS = [
+    (run, d) for run in INTERVENTION_RUNS for d in [0, *run_depths(config, "interventions", run)]
+]
+
+TARGETS += ["results/stats/claims.md"] if COMPOSITE_RUNS else []
+
+
+rule claims:
+    input:
+        metrics=expand("results/runs/{run}/metrics.tsv", run=COMPOSITE_RUNS),
+        memory=[composite_file(*key) for key in CLAIM_MEMORY_KEYS],
+        figure=[composite_file(*key) for key in CLAIM_FIGURE_KEYS],
+        welch=["results/stats/welch.tsv"] if PAIRS else [],
+        isotropy=["results/stats/isotropy.tsv"] if ISOTROPY_RUNS else [],
+        drift=expand("results/runs/{run}/dynamics/drift.h5", run=DRIFT_RUNS),
+        freeze=[f"results/runs/{run}/continue/freeze_d{d}/metrics.tsv" for run, d in CLAIM_FREEZE_KEYS],
+        reinit=["results/stats/reinit.tsv"] if REINIT_KEYS else [],
+    output:
+        report(
+            "results/stats/claims.md",
+            caption="../report/claims.rst",
+            category="0. Paper 1, claim by claim",
+            labels={"table": "claims, criteria and verdicts"},
+        ),
+    log:
+        "results/logs/stats/claims.log",
+    benchmark:
+        "results/benchmarks/stats/claims.tsv"
+    conda:
+        "../../envs/featdyn.yaml"
+    params:
+        runs=COMPOSITE_RUNS,
+        memory_keys=CLAIM_MEMORY_KEYS,
+        figure_keys=CLAIM_FIGURE_KEYS,
+        drift_runs=DRIFT_RUNS,
+        freeze_keys=CLAIM_FREEZE_KEYS,
+    script:
+        "../scripts/claims.py"

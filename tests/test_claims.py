@@ -145,10 +145,14 @@ def metrics(final_acc: float, first_epoch: int = 10) -> pd.DataFrame:
     return pd.DataFrame({"epoch": [first_epoch, first_epoch + 1], "test_acc": [0.5, final_acc]})
 
 
-def test_freezing_compares_with_the_unfrozen_continuation():
-    claim = freezing_claim({"r": {0: metrics(0.80), 1: metrics(0.78), 2: metrics(0.81)}})
-    assert claim.table["holds"].tolist() == [True, False]
-    np.testing.assert_allclose(claim.table["Δ"], [-0.02, 0.01])
+def test_freezing_must_lower_accuracy_beyond_two_standard_errors():
+    continuations = {"r": {0: metrics(0.80), 1: metrics(0.78), 2: metrics(0.81), 3: metrics(0.70)}}
+    claim = freezing_claim(continuations, {"r": 1000})
+    np.testing.assert_allclose(claim.table["Δ"], [-0.02, 0.01, -0.10])
+    se = np.sqrt((0.78 * 0.22 + 0.8 * 0.2) / 1000)  # 0.0183: a drop of 0.02 is within noise
+    assert claim.table["2 SE"].iloc[0] == pytest.approx(2 * se)
+    assert claim.table["holds"].tolist() == [False, False, True]
+    assert freezing_claim(continuations, {"r": 100_000}).table["holds"].tolist() == [True, False, True]
 
 
 def test_reinit_holds_when_mce_rises_and_is_undecided_without_corruptions():
@@ -170,6 +174,7 @@ def test_the_page_lists_every_claim_with_its_verdict_and_criterion():
         [({"run": "r", "eval_set": "test", "depth": 1}, b)],
         drifts={},
         continuations={"r": {0: metrics(0.8), 1: metrics(0.7)}},
+        test_sizes={"r": 1000},
     )
     text = claims_markdown(
         accuracy_table(

@@ -21,6 +21,7 @@ def test_figure_and_table_scripts_import_no_torch():
     scripts = sorted(SCRIPTS.glob("plot_*.py")) + [
         SCRIPTS / "isotropy_table.py",
         SCRIPTS / "consistency_stats.py",
+        SCRIPTS / "claims.py",
     ]
     lines = sorted({line for s in scripts if s.name not in STILL_TORCH for line in import_lines(s)})
     code = "\n".join(

@@ -218,7 +218,15 @@ def drift_claim(drifts: Mapping[str, Drift], memory: pd.DataFrame) -> Claim:
     )
 
 
-def freezing_claim(continuations: Mapping[str, Mapping[int, pd.DataFrame]]) -> Claim:
+def accuracy_difference_se(a: float, b: float, n: int) -> float:
+    """Standard error of a − b for two accuracies on the same n samples, taken as independent binomials
+    (conservative: predictions of two continuations of one run are positively correlated)."""
+    return float(np.sqrt((a * (1 - a) + b * (1 - b)) / n))
+
+
+def freezing_claim(
+    continuations: Mapping[str, Mapping[int, pd.DataFrame]], test_sizes: Mapping[str, int]
+) -> Claim:
     """Fig. 18: freezing shallow stages for the rest of training lowers the final test accuracy."""
     rows = []
     for run, by_depth in continuations.items():
@@ -227,6 +235,7 @@ def freezing_claim(continuations: Mapping[str, Mapping[int, pd.DataFrame]]) -> C
             if depth == 0:
                 continue
             final = float(metrics["test_acc"].iloc[-1])
+            se = accuracy_difference_se(final, unfrozen, test_sizes[run])
             rows.append(
                 {
                     "run": run,
@@ -235,12 +244,14 @@ def freezing_claim(continuations: Mapping[str, Mapping[int, pd.DataFrame]]) -> C
                     "test acc unfrozen": unfrozen,
                     "test acc frozen": final,
                     "Δ": final - unfrozen,
-                    "holds": final < unfrozen,
+                    "2 SE": 2 * se,
+                    "holds": final - unfrozen < -2 * se,
                 }
             )
     return Claim(
         "freezing shallow stages lowers accuracy (Fig. 18)",
-        "final test accuracy of the frozen continuation below the unfrozen continuation's",
+        "final test accuracy of the frozen continuation below the unfrozen continuation's by more than two "
+        "standard errors of the difference (independent binomials on the test set's n samples)",
         pd.DataFrame(rows),
     )
 
@@ -333,6 +344,7 @@ def paper1_claims(
     figure_bands: Sequence[tuple[Mapping[str, object], BandResult]],
     drifts: Mapping[str, Drift],
     continuations: Mapping[str, Mapping[int, pd.DataFrame]],
+    test_sizes: Mapping[str, int],
     welch: pd.DataFrame | None = None,
     isotropy: pd.DataFrame | None = None,
     reinit: pd.DataFrame | None = None,
@@ -344,7 +356,7 @@ def paper1_claims(
         claims.append(consistency_collapse_claim(welch))
     if isotropy is not None:
         claims += [anisotropy_claim(isotropy), anisotropy_memory_claim(isotropy, memory)]
-    claims += [drift_claim(drifts, memory), freezing_claim(continuations)]
+    claims += [drift_claim(drifts, memory), freezing_claim(continuations, test_sizes)]
     if reinit is not None:
         claims.append(reinit_claim(reinit))
     return claims

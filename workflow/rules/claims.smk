@@ -19,6 +19,7 @@ rule claims:
         isotropy=["results/stats/isotropy.tsv"] if ISOTROPY_RUNS else [],
         drift=expand("results/runs/{run}/dynamics/drift.h5", run=DRIFT_RUNS),
         freeze=[f"results/runs/{run}/continue/freeze_d{d}/metrics.tsv" for run, d in CLAIM_FREEZE_KEYS],
+        data=[f"results/data/{config['runs'][run]['dataset']}.h5" for run in INTERVENTION_RUNS],
         reinit=["results/stats/reinit.tsv"] if REINIT_KEYS else [],
     output:
         report(
@@ -39,5 +40,6 @@ rule claims:
         figure_keys=CLAIM_FIGURE_KEYS,
         drift_runs=DRIFT_RUNS,
         freeze_keys=CLAIM_FREEZE_KEYS,
+        intervention_runs=INTERVENTION_RUNS,
     script:
         "../scripts/claims.py"

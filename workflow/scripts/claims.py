@@ -5,6 +5,7 @@ import pandas as pd
 from featdyn.claims import accuracy_table, claims_markdown, paper1_claims
 from featdyn.composite_results import memory_window_frame, read_band
 from featdyn.dynamics_results import read_drift
+from featdyn.h5files import open_h5
 from featdyn.io import log_to, write_text
 
 sm = snakemake  # noqa: F821
@@ -23,11 +24,16 @@ def labelled(keys: list, paths: list) -> list[tuple[dict, str]]:
 continuations: dict[str, dict[int, pd.DataFrame]] = {}
 for (run, depth), path in zip(sm.params.freeze_keys, sm.input.freeze):
     continuations.setdefault(run, {})[depth] = read_tsv([path])
+test_sizes = {}
+for run, path in zip(sm.params.intervention_runs, sm.input.data):
+    with open_h5(path, ("test/y",)) as f:
+        test_sizes[run] = len(f["test/y"])
 claims = paper1_claims(
     memory=memory_window_frame(labelled(sm.params.memory_keys, sm.input.memory)),
     figure_bands=[(lab, read_band(path)) for lab, path in labelled(sm.params.figure_keys, sm.input.figure)],
     drifts={run: read_drift(path) for run, path in zip(sm.params.drift_runs, sm.input.drift)},
     continuations=continuations,
+    test_sizes=test_sizes,
     welch=read_tsv(sm.input.welch),
     isotropy=read_tsv(sm.input.isotropy),
     reinit=read_tsv(sm.input.reinit),

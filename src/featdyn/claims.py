@@ -341,7 +341,7 @@ def claims_markdown(accuracy: pd.DataFrame, claims: Sequence[Claim]) -> str:
 
 def paper1_claims(
     memory: pd.DataFrame,
-    figure_bands: Sequence[tuple[Mapping[str, object], BandResult]],
+    bands: Sequence[tuple[Mapping[str, object], BandResult]],
     drifts: Mapping[str, Drift],
     continuations: Mapping[str, Mapping[int, pd.DataFrame]],
     test_sizes: Mapping[str, int],
@@ -351,7 +351,7 @@ def paper1_claims(
 ) -> list[Claim]:
     """Every claim the given results can speak to; tables a config did not produce are None."""
     claims = [memory_window_claim(memory)]
-    claims += [forgetting_claim(figure_bands), transferability_claim(figure_bands)]
+    claims += [forgetting_claim(bands), transferability_claim(bands)]
     if welch is not None:
         claims.append(consistency_collapse_claim(welch))
     if isotropy is not None:

@@ -2,7 +2,7 @@
 # its numbers and whether its stated criterion holds (featdyn.claims).
 
 CLAIM_MEMORY_KEYS = composite_keys(config, COMPOSITE_RUNS, [MEMORY_EVAL_SET])
-CLAIM_FIGURE_KEYS = composite_keys(config, COMPOSITE_RUNS, COMPOSITE["eval_sets"], figure_only=True)
+CLAIM_BAND_KEYS = composite_keys(config, COMPOSITE_RUNS, COMPOSITE["eval_sets"])
 CLAIM_FREEZE_KEYS = [
     (run, d) for run in INTERVENTION_RUNS for d in [0, *run_depths(config, "interventions", run)]
 ]
@@ -14,7 +14,7 @@ rule claims:
     input:
         metrics=expand("results/runs/{run}/metrics.tsv", run=COMPOSITE_RUNS),
         memory=[composite_file(*key) for key in CLAIM_MEMORY_KEYS],
-        figure=[composite_file(*key) for key in CLAIM_FIGURE_KEYS],
+        bands=[composite_file(*key) for key in CLAIM_BAND_KEYS],
         welch=["results/stats/welch.tsv"] if PAIRS else [],
         isotropy=["results/stats/isotropy.tsv"] if ISOTROPY_RUNS else [],
         drift=expand("results/runs/{run}/dynamics/drift.h5", run=DRIFT_RUNS),
@@ -37,7 +37,7 @@ rule claims:
     params:
         runs=COMPOSITE_RUNS,
         memory_keys=CLAIM_MEMORY_KEYS,
-        figure_keys=CLAIM_FIGURE_KEYS,
+        band_keys=CLAIM_BAND_KEYS,
         drift_runs=DRIFT_RUNS,
         freeze_keys=CLAIM_FREEZE_KEYS,
         intervention_runs=INTERVENTION_RUNS,

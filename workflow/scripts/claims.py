@@ -30,7 +30,7 @@ for run, path in zip(sm.params.intervention_runs, sm.input.data):
         test_sizes[run] = len(f["test/y"])
 claims = paper1_claims(
     memory=memory_window_frame(labelled(sm.params.memory_keys, sm.input.memory)),
-    figure_bands=[(lab, read_band(path)) for lab, path in labelled(sm.params.figure_keys, sm.input.figure)],
+    bands=[(lab, read_band(path)) for lab, path in labelled(sm.params.band_keys, sm.input.bands)],
     drifts={run: read_drift(path) for run, path in zip(sm.params.drift_runs, sm.input.drift)},
     continuations=continuations,
     test_sizes=test_sizes,

@@ -16,6 +16,7 @@ from scipy import stats
 
 from featdyn.composite_results import BandResult
 from featdyn.dynamics_results import Drift
+from featdyn.stats import markdown_table
 
 SIGNIFICANCE = 0.05
 
@@ -40,8 +41,13 @@ class Claim:
         return verdict + (f" ({undecided} undecided)" if len(decided) and undecided else "")
 
 
-def _window_series(windows: np.ndarray, censored: np.ndarray) -> str:
-    return ", ".join(f"{w}{'+' if c else ''}" for w, c in zip(windows, censored))
+def _window_label(window: int, censored: bool) -> str:
+    """A memory window, `+` when it is only a lower bound."""
+    return f"{window}{'+' if censored else ''}"
+
+
+def _nearest_index(epochs: np.ndarray, epoch: float) -> int:
+    return int(np.argmin(np.abs(np.asarray(epochs) - epoch)))
 
 
 def memory_window_claim(memory: pd.DataFrame) -> Claim:
@@ -59,7 +65,9 @@ def memory_window_claim(memory: pd.DataFrame) -> Claim:
                 "run": run,
                 "depth": depth,
                 "epochs": f"{int(first.epoch)}–{int(last.epoch)}",
-                "W(t) (+: lower bound)": _window_series(group["memory_window"], group["censored"]),
+                "W(t) (+: lower bound)": ", ".join(
+                    map(_window_label, group["memory_window"], group["censored"])
+                ),
                 "saturated": saturated,
                 "holds": None if saturated else bool(last.memory_window > first.memory_window),
             }
@@ -74,14 +82,11 @@ def memory_window_claim(memory: pd.DataFrame) -> Claim:
 
 def accuracy_deltas(band: BandResult, t_index: int, direction: int) -> tuple[np.ndarray, np.ndarray]:
     """Epoch gaps |s − t| and acc(c_{s,t}) − acc(f^(t)) for s = t + direction·k, k = 1..w inside the band."""
-    diagonal = band.pair_value("accuracy", t_index, t_index)
-    gaps, deltas = [], []
-    for k in range(1, band.window + 1):
-        s_index = t_index + direction * k
-        if 0 <= s_index < len(band.epochs):
-            gaps.append(abs(int(band.epochs[s_index] - band.epochs[t_index])))
-            deltas.append(band.pair_value("accuracy", s_index, t_index) - diagonal)
-    return np.array(gaps), np.array(deltas)
+    offsets = direction * np.arange(1, band.window + 1)
+    offsets = offsets[(t_index + offsets >= 0) & (t_index + offsets < len(band.epochs))]
+    column = band.accuracy[:, t_index]
+    gaps = np.abs(band.epochs[t_index + offsets] - band.epochs[t_index]).astype(int)
+    return gaps, column[offsets + band.window] - column[band.window]
 
 
 def _spearman(x: np.ndarray, y: np.ndarray) -> float:
@@ -168,7 +173,7 @@ def anisotropy_memory_claim(isotropy: pd.DataFrame, memory: pd.DataFrame) -> Cla
         windows = memory[(memory["run"] == row.run) & (memory["depth"] == row.depth)]
         if windows.empty:
             continue
-        nearest = windows.iloc[int(np.argmin(np.abs(windows["epoch"].to_numpy() - row.epoch)))]
+        nearest = windows.iloc[_nearest_index(windows["epoch"], row.epoch)]
         rows.append(
             {
                 "run": row.run,
@@ -176,7 +181,7 @@ def anisotropy_memory_claim(isotropy: pd.DataFrame, memory: pd.DataFrame) -> Cla
                 "epoch": row.epoch,
                 "effective rank": row.effective_rank,
                 "W epoch": int(nearest.epoch),
-                "W": f"{nearest.memory_window}{'+' if nearest.censored else ''}",
+                "W": _window_label(nearest.memory_window, nearest.censored),
             }
         )
     return Claim(
@@ -197,13 +202,13 @@ def drift_claim(drifts: Mapping[str, Drift], memory: pd.DataFrame) -> Claim:
                 continue
             last = last.iloc[-1]
             remembered = int(last.epoch - last.memory_window)
-            i = int(np.argmin(np.abs(drift.epochs - remembered)))
+            i = _nearest_index(drift.epochs, remembered)
             rows.append(
                 {
                     "run": run,
                     "depth": int(depth),
                     "T": int(drift.epochs[-1]),
-                    "W(T)": f"{last.memory_window}{'+' if last.censored else ''}",
+                    "W(T)": _window_label(last.memory_window, last.censored),
                     "epoch T − W": int(drift.epochs[i]),
                     "shallow parameter drift": float(drift.parameter_drift[i, :depth].mean()),
                     "feature drift": float(drift.feature_drift[i, depth_index]),
@@ -309,13 +314,12 @@ def _cell(value: object) -> str:
     return str(value)
 
 
-def markdown_table(table: pd.DataFrame) -> str:
+def frame_markdown(table: pd.DataFrame) -> str:
     if table.empty:
         return "_nothing to read: the stage did not run for this config._\n"
-    columns = list(table.columns)
-    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
-    lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
-    return "\n".join(lines) + "\n"
+    return markdown_table(
+        list(table.columns), ([_cell(v) for v in row] for row in table.itertuples(index=False))
+    )
 
 
 def claims_markdown(accuracy: pd.DataFrame, claims: Sequence[Claim]) -> str:
@@ -332,10 +336,10 @@ def claims_markdown(accuracy: pd.DataFrame, claims: Sequence[Claim]) -> str:
         "",
         "## Accuracy",
         "",
-        markdown_table(accuracy),
+        frame_markdown(accuracy),
     ]
     for claim in claims:
-        lines += [f"## {claim.name}", "", f"Criterion: {claim.criterion}.", "", markdown_table(claim.table)]
+        lines += [f"## {claim.name}", "", f"Criterion: {claim.criterion}.", "", frame_markdown(claim.table)]
     return "\n".join(lines)
 
 

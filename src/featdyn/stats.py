@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -183,13 +183,17 @@ def header_label(column: str) -> str:
     return column.replace("_", " ")
 
 
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    """A Markdown table of already formatted cells."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
 def welch_markdown(table: pd.DataFrame) -> str:
     """Render a `welch_table` as a Markdown table: sds left out, p in scientific notation."""
     columns = [c for c in table.columns if not c.startswith("sd_")]
-    lines = [
-        "| " + " | ".join(header_label(c) for c in columns) + " |",
-        "|" + "|".join("---" for _ in columns) + "|",
-    ]
-    for row in table[columns].itertuples(index=False):
-        lines.append("| " + " | ".join(format_cell(c, v) for c, v in zip(columns, row)) + " |")
-    return "\n".join(lines) + "\n"
+    rows = (
+        [format_cell(c, v) for c, v in zip(columns, row)] for row in table[columns].itertuples(index=False)
+    )
+    return markdown_table([header_label(c) for c in columns], rows)

@@ -1,7 +1,6 @@
 # Paper 1 claim by claim: every stage's tables and files read into one Markdown page, each claim with
 # its numbers and whether its stated criterion holds (featdyn.claims).
 
-CLAIM_MEMORY_KEYS = composite_keys(config, COMPOSITE_RUNS, [MEMORY_EVAL_SET])
 CLAIM_BAND_KEYS = composite_keys(config, COMPOSITE_RUNS, COMPOSITE["eval_sets"])
 CLAIM_FREEZE_KEYS = [
     (run, d) for run in INTERVENTION_RUNS for d in [0, *run_depths(config, "interventions", run)]
@@ -13,7 +12,6 @@ TARGETS += ["results/stats/claims.md"] if COMPOSITE_RUNS else []
 rule claims:
     input:
         metrics=expand("results/runs/{run}/metrics.tsv", run=COMPOSITE_RUNS),
-        memory=[composite_file(*key) for key in CLAIM_MEMORY_KEYS],
         bands=[composite_file(*key) for key in CLAIM_BAND_KEYS],
         welch=["results/stats/welch.tsv"] if PAIRS else [],
         isotropy=["results/stats/isotropy.tsv"] if ISOTROPY_RUNS else [],
@@ -36,7 +34,7 @@ rule claims:
         "../../envs/featdyn.yaml"
     params:
         runs=COMPOSITE_RUNS,
-        memory_keys=CLAIM_MEMORY_KEYS,
+        memory_eval_set=MEMORY_EVAL_SET,
         band_keys=CLAIM_BAND_KEYS,
         drift_runs=DRIFT_RUNS,
         freeze_keys=CLAIM_FREEZE_KEYS,

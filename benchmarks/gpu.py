@@ -13,7 +13,9 @@ and the separation measures on the device against the CPU, and the full-size pre
 3. Isotropy step: the M one-step SGD perturbations of the last checkpoint at depth 4 on both devices;
    relative difference of the perturbations and of their effective rank.
 4. Separation: the load curve (D per layer) of the last checkpoint on both; largest relative difference.
-5. Extrapolation: training and composite time of `--full-preset` at the rates measured here
+5. The hardware's ceiling: training and composite FLOP/s as a share of one large fp32 matmul's, measured
+   in the same run.
+6. Extrapolation: training and composite time of `--full-preset` at the rates measured here
    (`featdyn.costs` counts the work; the measured FLOP/s replace its assumed ones).
 
 Without CUDA (or with `--device cpu`) every comparison is the CPU against itself: the CPU half, which
@@ -142,6 +144,22 @@ def measured_rate(store: CheckpointStore, train_img_s: float, pair_samples_s: fl
     )
 
 
+def dense_matmul_flops(device: str, repeats: int = 5) -> float:
+    """FLOP/s of one large fp32 matmul on the device (best of `repeats`): the ceiling of these models."""
+    n = 8192 if device == "cuda" else 2048
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    best = math.inf
+    for _ in range(repeats + 1):  # the first call warms up
+        if device == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        a @ b
+        if device == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best
+
+
 def extrapolate(preset: Path, rate: costs.DeviceRate) -> dict[str, float]:
     """Hours of the preset's ResNet-20 training runs and composite jobs at `rate`."""
     config = load_config(preset)
@@ -190,7 +208,14 @@ def compare(device: str, args: argparse.Namespace) -> bool:
         d_here, d_cpu = load_curve_on(device, store, x, y), load_curve_on("cpu", store, x, y)
         load_rel = float(np.max(np.abs(d_here - d_cpu) / np.abs(d_cpu)))
         print(f"separation load curve D: largest relative difference {load_rel:.2e}")
-        hours = extrapolate(args.full_preset, measured_rate(store, img_s, rate_here))
+        rate = measured_rate(store, img_s, rate_here)
+        ceiling = dense_matmul_flops(device)
+        print(
+            f"against a dense fp32 matmul on {device} ({ceiling / 1e12:.2f} TFLOP/s): training "
+            f"{rate.train_flops / ceiling:.1%}, composite {rate.eval_flops / ceiling:.1%} (an upper bound: "
+            "a pair-sample counted as a whole forward pass, as featdyn.costs does)"
+        )
+        hours = extrapolate(args.full_preset, rate)
         print(
             f"{args.full_preset} at these rates on {device}: ResNet-20 training {hours['training_h']:.1f} h, "
             f"composite jobs {hours['composite_h']:.1f} h"
